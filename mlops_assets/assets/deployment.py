@@ -1,0 +1,42 @@
+"""Deployment: apply the decision to the registry (aliases, tags) and the running server."""
+
+from __future__ import annotations
+
+import dagster as dg
+
+from mlops_assets.lifecycle import manager
+from mlops_assets.lifecycle.evaluation import EvaluationResult
+from mlops_assets.lifecycle.states import Alias
+from mlops_assets.partitions import raw_files
+from resources import LifecycleResource
+
+
+@dg.asset(
+    group_name="deployment",
+    partitions_def=raw_files,
+    kinds={"mlflow", "ray"},
+    description="The champion after this file's decision: MLflow aliases and lifecycle.state "
+    "tags moved crash-safely, the decision recorded, the server hot-swapped when running.",
+)
+def champion_deployment(
+    context: dg.AssetExecutionContext,
+    lifecycle: LifecycleResource,
+    evaluation_report: EvaluationResult,
+) -> dg.MaterializeResult:
+    """Apply the proposed decision under the transition lock."""
+    settings = lifecycle.settings()
+    applied = manager.apply_decision(settings, evaluation_report.record)
+    champion = manager.alias_version(lifecycle.mlflow(), settings.model_name, Alias.CHAMPION)
+    context.log.info(f"{applied.decision} applied; champion is now v{champion}")
+    return dg.MaterializeResult(
+        value=applied,
+        metadata={
+            "decision": applied.decision.value,
+            "decision_id": applied.id,
+            "status": applied.status.value,
+            "reasons": dg.MetadataValue.md("\n".join(f"- {r}" for r in applied.reasons)),
+            "champion_version": champion or "none",
+            "challenger_version": applied.challenger_version or "none",
+            "model_version": applied.challenger_version or "none",
+        },
+    )

@@ -1,0 +1,620 @@
+"""`mlops`: the command line of the champion-challenger lifecycle.
+
+Every command reads `config/config.yaml` (or `--config` / `MLOPS_CONFIG`) and keeps its state
+under `MLOPS_HOME` (default `.mlops/` in the project). A configuration problem exits with
+status 2 and one line naming the file and the key.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import sys
+import time
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import click
+
+from mlops_assets.datagen import DRIFT_HELP
+from mlops_assets.settings import ConfigError, Settings, load_settings
+
+log = logging.getLogger("mlops")
+
+EXIT_CONFIG = 2
+EXIT_FAILED = 1
+
+
+def _setup_logging(verbose: bool) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)-7s %(message)s",
+        datefmt="%H:%M:%S",
+        stream=sys.stderr,
+    )
+    for noisy in (
+        "alembic",
+        "urllib3",
+        "httpx",
+        "filelock",
+        "mlflow",
+        "ludwig",
+        "dagster",
+        "matplotlib",
+        "asyncio",
+    ):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore")
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    os.environ.setdefault("DAGSTER_DISABLE_TELEMETRY", "1")
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+
+
+class Ctx:
+    """Lazily loaded settings shared by the commands."""
+
+    def __init__(self, config: str | None) -> None:
+        self.config = config
+        self._settings: Settings | None = None
+
+    @property
+    def settings(self) -> Settings:
+        """Load and validate the config once; a problem exits 2 with one clear line."""
+        if self._settings is None:
+            try:
+                self._settings = load_settings(self.config)
+            except ConfigError as err:
+                click.echo(f"config error: {err}", err=True)
+                sys.exit(EXIT_CONFIG)
+            self._settings.ensure_dirs()
+        return self._settings
+
+
+pass_ctx = click.make_pass_decorator(Ctx)
+
+
+def _fail(message: str, code: int = EXIT_FAILED) -> None:
+    click.echo(f"error: {message}", err=True)
+    sys.exit(code)
+
+
+def _guard(fn: Callable[[], Any]) -> Any:
+    """Run a command body; turn expected errors into one line and a non-zero exit."""
+    try:
+        return fn()
+    except ConfigError as err:
+        _fail(f"config error: {err}", EXIT_CONFIG)
+    except (ValueError, FileNotFoundError, PermissionError) as err:
+        _fail(str(err))
+    except Exception as err:
+        if type(err).__name__ in ("RestException", "MlflowException", "StaleDecision", "LockBusy"):
+            _fail(str(err))
+        raise
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.option(
+    "--config",
+    "config",
+    envvar="MLOPS_CONFIG",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Config file [env MLOPS_CONFIG; default config/config.yaml].",
+)
+@click.option("-v", "--verbose", is_flag=True, help="Debug logging.")
+@click.version_option(package_name="mlops-champion-challenger")
+@click.pass_context
+def main(ctx: click.Context, config: str | None, verbose: bool) -> None:
+    """Champion-challenger model lifecycle on Dagster, Ludwig, MLflow and Ray Serve.
+
+    New data becomes a trained challenger, an honest comparison with the champion, a shadow
+    test and a safe promotion or rollback, every step recorded. Start with `mlops demo`.
+    State lives under MLOPS_HOME (default .mlops/ in the project).
+    """
+    _setup_logging(verbose)
+    ctx.obj = Ctx(config)
+
+
+# ---------------------------------------------------------------------------------- data
+
+
+@main.command("generate-data", epilog="Drift (--generate-drift): " + DRIFT_HELP)
+@click.option(
+    "--samples",
+    "-n",
+    type=click.IntRange(min=10),
+    default=5000,
+    show_default=True,
+    help="Rows to write.",
+)
+@click.option(
+    "--generate-drift",
+    is_flag=True,
+    help="Write drift_full.csv (shifted features and concept) instead of baseline_full.csv.",
+)
+@click.option(
+    "--output-dir",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="Folder to write into [default: data.raw_dir from config, i.e. data/raw].",
+)
+@click.option(
+    "--seed",
+    type=int,
+    default=42,
+    show_default=True,
+    help="Random seed; the same seed gives the same bytes.",
+)
+@pass_ctx
+def generate_data(
+    ctx: Ctx, samples: int, generate_drift: bool, output_dir: str | None, seed: int
+) -> None:
+    """Write a churn-like sample table (8 numeric, 3 categorical features, binary target)."""
+    from mlops_assets.datagen import write_dataset
+
+    out = Path(output_dir) if output_dir else ctx.settings.raw_dir
+    path = write_dataset(out, samples, seed=seed, drift=generate_drift)
+    click.echo(f"wrote {samples} rows to {path}")
+    if generate_drift:
+        click.echo(DRIFT_HELP)
+
+
+# ------------------------------------------------------------------------------ training
+
+
+def _dagster_instance(settings: Settings) -> Any:
+    """The persistent Dagster instance under MLOPS_HOME/dagster (what `dagster dev` shows)."""
+    from dagster import DagsterInstance
+
+    home = settings.home / "dagster"
+    home.mkdir(parents=True, exist_ok=True)
+    cfg = home / "dagster.yaml"
+    if not cfg.exists():
+        cfg.write_text("telemetry:\n  enabled: false\n")
+    os.environ["DAGSTER_HOME"] = str(home)
+    return DagsterInstance.get()
+
+
+def _stage_file(settings: Settings, data_path: Path) -> Path:
+    """Make sure the file sits in data/raw/ (copy it there; never overwrite another file)."""
+    from mlops_assets.validation import file_sha256
+
+    data_path = data_path.resolve()
+    if not data_path.exists():
+        raise FileNotFoundError(f"{data_path} does not exist")
+    raw = settings.raw_dir.resolve()
+    if data_path.parent == raw:
+        return data_path
+    dest = raw / data_path.name
+    if dest.exists() and file_sha256(dest) != file_sha256(data_path):
+        dest = raw / f"{data_path.stem}-{file_sha256(data_path)[:12]}{data_path.suffix}"
+    if not dest.exists():
+        shutil.copy2(data_path, dest)
+        log.info("copied %s to %s", data_path, dest)
+    return dest
+
+
+def run_cycle_for_file(
+    settings: Settings, data_path: Path, *, evaluate: bool, tags: dict[str, str] | None = None
+) -> dict[str, Any]:
+    """Materialise the asset graph for one raw file; return what each asset reported."""
+    import dagster as dg
+
+    from mlops_assets.definitions import build_definitions
+    from mlops_assets.jobs import CYCLE_ASSETS
+    from mlops_assets.partitions import raw_files
+
+    path = _stage_file(settings, data_path)
+    instance = _dagster_instance(settings)
+    if not instance.has_dynamic_partition(raw_files.name, path.name):
+        instance.add_dynamic_partitions(raw_files.name, [path.name])
+    defs = build_definitions(settings.config_path)
+    selection = CYCLE_ASSETS if evaluate else CYCLE_ASSETS[:3]
+    log.info("running %s for %s", " -> ".join(selection), path.name)
+    started = time.monotonic()
+    result = dg.materialize(
+        assets=list(defs.assets or []),
+        selection=selection,
+        partition_key=path.name,
+        instance=instance,
+        resources=defs.resources,
+        tags={"mlops/trigger": "cli", **(tags or {})},
+        raise_on_error=False,
+    )
+    report: dict[str, Any] = {
+        "file": path.name,
+        "run_id": result.run_id,
+        "success": result.success,
+        "seconds": round(time.monotonic() - started, 1),
+        "assets": {},
+        "checks": {},
+    }
+    for event in result.get_asset_materialization_events():
+        mat = event.asset_materialization
+        report["assets"][mat.asset_key.to_user_string()] = {
+            k: v.value for k, v in mat.metadata.items() if not isinstance(v.value, bytes)
+        }
+    for event in result.get_asset_check_evaluations():
+        report["checks"][event.check_name] = {"passed": event.passed}
+    if not result.success:
+        failures = [
+            ev.event_specific_data.error.message.strip()
+            for ev in result.all_events
+            if ev.is_step_failure and ev.event_specific_data and ev.event_specific_data.error
+        ]
+        report["errors"] = failures
+    return report
+
+
+def _print_cycle_report(report: dict[str, Any]) -> None:
+    assets = report["assets"]
+    vf = assets.get("validated_features", {})
+    if vf and not vf.get("passed", True):
+        click.echo(f"\n{report['file']} FAILED validation and was quarantined:")
+        click.echo(f"  moved to {vf.get('quarantined_to')}")
+        click.echo(str(vf.get("problems", "")))
+        return
+    cm = assets.get("challenger_model")
+    if cm:
+        reused = " (reused: identical data and config)" if cm.get("reused_existing_version") else ""
+        click.echo(
+            f"\nchallenger: {cm['model_name']} v{cm['model_version']}{reused}  "
+            f"run {cm['mlflow_run_id']}"
+        )
+        metrics = {
+            k.removeprefix("holdout_"): v
+            for k, v in cm.items()
+            if k.startswith("holdout_") and k != "holdout_rows"
+        }
+        click.echo("  holdout: " + "  ".join(f"{k}={v:.4f}" for k, v in metrics.items()))
+    failed = [name for name, c in report["checks"].items() if not c["passed"]]
+    if failed:
+        click.echo(f"  failed checks: {', '.join(failed)}")
+    cd = assets.get("champion_deployment")
+    ev = assets.get("evaluation_report")
+    if cd:
+        click.echo(
+            f"\ndecision: {cd['decision']} ({cd['status']})  champion is now "
+            f"v{cd['champion_version']}"
+        )
+        click.echo(str(cd.get("reasons", "")))
+    elif ev:
+        click.echo(f"\nproposed decision: {ev['decision']} (not applied)")
+        click.echo(str(ev.get("reasons", "")))
+    if report.get("errors"):
+        click.echo("\nerrors:\n  " + "\n  ".join(report["errors"]), err=True)
+    click.echo(f"\nDagster run {report['run_id']} ({report['seconds']} s)")
+
+
+@main.command("train-challenger")
+@click.option(
+    "--data-path",
+    required=True,
+    type=click.Path(dir_okay=False),
+    help="CSV to train on; copied into data/raw/ if it is elsewhere.",
+)
+@click.option(
+    "--auto-evaluate",
+    is_flag=True,
+    help="Also evaluate the challenger against the champion and apply the decision.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the run report as JSON.")
+@pass_ctx
+def train_challenger(ctx: Ctx, data_path: str, auto_evaluate: bool, as_json: bool) -> None:
+    """Run the asset graph for one file: validate, train and register a challenger.
+
+    An identical file (same sha256) with the same Ludwig config reuses the version already
+    registered. A file that fails validation is moved to data/quarantine/ with a report and
+    the command exits 1.
+    """
+    report = _guard(
+        lambda: run_cycle_for_file(ctx.settings, Path(data_path), evaluate=auto_evaluate)
+    )
+    if as_json:
+        click.echo(json.dumps(report, indent=2, default=str))
+    else:
+        _print_cycle_report(report)
+    if not report["success"]:
+        sys.exit(EXIT_FAILED)
+
+
+@main.command("cycle")
+@click.option(
+    "--data-path",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Process this file only [default: every new file in data/raw/].",
+)
+@click.option("--dry-run", is_flag=True, help="Print what would happen and change nothing.")
+@pass_ctx
+def cycle(ctx: Ctx, data_path: str | None, dry_run: bool) -> None:
+    """Run one lifecycle cycle: reconcile, then train and judge a challenger per new file."""
+    from mlops_assets.lifecycle import manager
+    from mlops_assets.validation import file_sha256, list_raw_files
+
+    settings = ctx.settings
+    files = [Path(data_path)] if data_path else list_raw_files(settings.raw_dir)
+    store = manager.open_store(settings)
+    pending = store.pending_decisions()
+    client = manager.mlflow_client(settings)
+    todo = []
+    for path in files:
+        from mlops_assets.lifecycle.training import find_existing_version
+
+        sha = file_sha256(path)
+        done = find_existing_version(
+            client,
+            settings.model_name,
+            sha,
+            settings.ludwig_config_hash(),
+            settings.config.ludwig.random_seed,
+        )
+        if done is None or data_path:
+            todo.append(path)
+    if dry_run:
+        click.echo(f"would reconcile {len(pending)} pending decision(s)")
+        for rec in pending:
+            click.echo(f"  {rec.id} {rec.decision} v{rec.challenger_version}")
+        if not todo:
+            click.echo("no new data: nothing to train")
+        for path in todo:
+            click.echo(f"would train and judge a challenger on {path}")
+        click.echo("(dry run: nothing was changed)")
+        return
+    repaired = _guard(lambda: manager.reconcile(settings))
+    click.echo(f"reconciled {len(repaired)} pending decision(s)")
+    if not todo:
+        click.echo("no new data: nothing to train")
+    failed = False
+    for path in todo:
+        report = _guard(lambda p=path: run_cycle_for_file(settings, p, evaluate=True))
+        _print_cycle_report(report)
+        failed |= not report["success"]
+    sys.exit(EXIT_FAILED if failed else 0)
+
+
+# -------------------------------------------------------------------------------- status
+
+
+def _status_table(status: dict[str, Any]) -> str:
+    lines = [f"model         {status['model_name']}", f"tracking URI  {status['tracking_uri']}"]
+    champ = status.get("champion")
+    if champ:
+        metrics = "  ".join(f"{k}={v:.3f}" for k, v in sorted(champ["metrics"].items()))
+        lines.append(
+            f"champion      v{champ['version']}  run {champ['run_id'][:12]}  "
+            f"data {champ['data_files']} ({(champ['data_sha256'] or '')[:12]})"
+        )
+        lines.append(f"              {metrics}")
+    else:
+        lines.append("champion      none yet (run `mlops demo` or `mlops train-challenger`)")
+    for shadow in status.get("shadows", []):
+        lines.append(f"shadow        v{shadow['version']}  run {shadow['run_id'][:12]}")
+    for test in status.get("open_shadow_tests", []):
+        lines.append(f"shadow test   v{test['version']} expires {test['expires_at']}")
+    prev = status.get("previous_champion")
+    if prev:
+        lines.append(f"previous      v{prev['version']} (`mlops rollback` restores it)")
+    lines.append("")
+    lines.append("last decisions:")
+    if not status["last_decisions"]:
+        lines.append("  none")
+    for d in status["last_decisions"]:
+        versions = f"champion v{d['champion_version']} / challenger v{d['challenger_version']}"
+        lines.append(
+            f"  {d['time'][:19]}  {d['decision']:<14} {d['status']:<8} {d['actor']:<8} {versions}"
+        )
+        for reason in d["reasons"]:
+            lines.append(f"      - {reason}")
+    return "\n".join(lines)
+
+
+@main.command("status")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.option(
+    "--decisions",
+    type=click.IntRange(min=0),
+    default=5,
+    show_default=True,
+    help="How many recent decisions to show.",
+)
+@pass_ctx
+def status_cmd(ctx: Ctx, as_json: bool, decisions: int) -> None:
+    """Champion, shadows, open shadow tests and the last decisions with their reasons."""
+    from mlops_assets.lifecycle import manager
+
+    status = _guard(lambda: manager.status(ctx.settings, decisions=decisions))
+    if as_json:
+        click.echo(json.dumps(status, indent=2, default=str))
+    else:
+        click.echo(_status_table(status))
+
+
+@main.command("lineage")
+@click.argument("version", required=False)
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@pass_ctx
+def lineage_cmd(ctx: Ctx, version: str | None, as_json: bool) -> None:
+    """Which data files (sha256), config, MLflow run and Dagster run produced a version.
+
+    VERSION defaults to the current champion.
+    """
+    from mlops_assets.lifecycle import manager
+
+    info = _guard(lambda: manager.lineage(ctx.settings, version))
+    if as_json:
+        click.echo(json.dumps(info, indent=2, default=str))
+        return
+    click.echo(
+        f"{info['model_name']} v{info['version']}  state={info['state']}  "
+        f"aliases={','.join(info['aliases']) or '-'}"
+    )
+    for f in info["data_files"]:
+        click.echo(f"  data file     {f['file']}  sha256 {f['sha256']}")
+    click.echo(f"  ludwig config {info['ludwig_config_hash']}")
+    click.echo(f"  MLflow run    {info['mlflow_run_id']}")
+    click.echo(f"  Dagster run   {info['dagster_run_id'] or '-'}")
+    for d in info["decisions"]:
+        click.echo(f"  decision      {d['time'][:19]} {d['decision']} ({d['status']}) {d['id']}")
+
+
+# ------------------------------------------------------------------------- manual moves
+
+
+def _manual(ctx: Ctx, decision_name: str, version: str | None, reason: str | None) -> None:
+    from mlops_assets.lifecycle import manager
+    from mlops_assets.lifecycle.states import Decision
+
+    record = _guard(
+        lambda: manager.manual_decision(
+            ctx.settings, Decision(decision_name), version, reason=reason
+        )
+    )
+    click.echo(f"{record.decision} applied ({record.status}); decision {record.id}")
+    for r in record.reasons:
+        click.echo(f"  - {r}")
+
+
+@main.command("promote")
+@click.argument("version")
+@click.option("--reason", help="Why, for the decision record.")
+@pass_ctx
+def promote(ctx: Ctx, version: str, reason: str | None) -> None:
+    """Make VERSION the champion now (the old champion is archived)."""
+    _manual(ctx, "PROMOTE", version, reason)
+
+
+@main.command("reject")
+@click.argument("version")
+@click.option("--reason", help="Why, for the decision record.")
+@pass_ctx
+def reject(ctx: Ctx, version: str, reason: str | None) -> None:
+    """Reject VERSION (ends its shadow test if it has one)."""
+    _manual(ctx, "REJECT", version, reason)
+
+
+@main.command("rollback")
+@click.option("--reason", help="Why, for the decision record.")
+@pass_ctx
+def rollback(ctx: Ctx, reason: str | None) -> None:
+    """Restore the previous champion (alias previous-champion)."""
+    _manual(ctx, "ROLLBACK", None, reason)
+
+
+# ---------------------------------------------------------------------------- serving
+
+
+@main.command("serve")
+@click.option("--stop", is_flag=True, help="Stop the server this project started.")
+@click.option(
+    "--reload",
+    "reload_",
+    is_flag=True,
+    help="Make a running server reload its models from the registry aliases.",
+)
+@click.option("--detach", is_flag=True, help="Start in the background and return.")
+@pass_ctx
+def serve(ctx: Ctx, stop: bool, reload_: bool, detach: bool) -> None:
+    """Start the Ray Serve app (champion plus shadows) on serving.host:serving.port."""
+    from serving import runner
+
+    settings = ctx.settings
+    if stop:
+        stopped = runner.stop(settings)
+        click.echo("stopped" if stopped else "no server of ours was running")
+        return
+    if reload_:
+        runner.reload(settings)
+        click.echo("reloaded")
+        return
+    info = _guard(lambda: runner.start(settings, blocking=not detach))
+    click.echo(
+        f"serving on http://{settings.config.serving.host}:{settings.config.serving.port} ({info})"
+    )
+
+
+# ------------------------------------------------------------------------------- check
+
+
+@main.command("check")
+@click.option("--repair", is_flag=True, help="Also reconcile half-done registry moves.")
+@pass_ctx
+def check(ctx: Ctx, repair: bool) -> None:
+    """Check dependencies, config, stores, services and ports; print the fix for each problem."""
+    from mlops_assets import doctor
+
+    settings = ctx.settings
+    results = doctor.run_checks(settings)
+    bad = 0
+    for item in results:
+        mark = "ok  " if item.ok else ("warn" if item.warning else "FAIL")
+        click.echo(f"[{mark}] {item.name}: {item.detail}")
+        if not item.ok and item.fix:
+            click.echo(f"       fix: {item.fix}")
+        bad += 0 if (item.ok or item.warning) else 1
+    if repair:
+        from mlops_assets.lifecycle import manager
+
+        repaired = _guard(lambda: manager.reconcile(settings))
+        click.echo(f"repaired {len(repaired)} pending decision(s)")
+    sys.exit(EXIT_FAILED if bad else 0)
+
+
+# -------------------------------------------------------------------------------- demo
+
+
+@main.command("demo")
+@click.option(
+    "--samples",
+    type=click.IntRange(min=200),
+    default=4000,
+    show_default=True,
+    help="Rows per generated file.",
+)
+@click.option("--seed", type=int, default=42, show_default=True, help="Data seed.")
+@pass_ctx
+def demo(ctx: Ctx, samples: int, seed: int) -> None:
+    """The lifecycle end to end on sample data: bootstrap a champion, then judge a challenger.
+
+    Generates baseline and drift data into data/raw/, trains a champion on the baseline
+    (BOOTSTRAP), trains a challenger on the drift data and judges it against the champion on
+    the same holdout rows, then prints the status and how to open the MLflow and Dagster UIs.
+    Safe to run again: identical data is not retrained.
+    """
+    from mlops_assets.datagen import write_dataset
+    from mlops_assets.lifecycle import manager
+
+    settings = ctx.settings
+    click.echo(f"[1/4] generating sample data ({samples} rows each) in {settings.raw_dir}")
+    baseline = write_dataset(settings.raw_dir, samples, seed=seed, drift=False)
+    drift = write_dataset(settings.raw_dir, samples, seed=seed + 1, drift=True)
+    click.echo(f"[2/4] champion from {baseline.name}")
+    report = _guard(lambda: run_cycle_for_file(settings, baseline, evaluate=True))
+    _print_cycle_report(report)
+    if not report["success"]:
+        sys.exit(EXIT_FAILED)
+    click.echo(f"\n[3/4] challenger from {drift.name}, judged against the champion")
+    report = _guard(lambda: run_cycle_for_file(settings, drift, evaluate=True))
+    _print_cycle_report(report)
+    if not report["success"]:
+        sys.exit(EXIT_FAILED)
+    click.echo("\n[4/4] status\n")
+    click.echo(_status_table(manager.status(settings)))
+    home = settings.home
+    click.echo(
+        "\nNext:\n"
+        f"  MLflow UI:   .venv/bin/mlflow ui --backend-store-uri {settings.tracking_uri} "
+        "--port 5000\n"
+        f"  Dagster UI:  DAGSTER_HOME={home / 'dagster'} .venv/bin/dagster dev "
+        "-w workspace.yaml -p 3000\n"
+        "  Lineage:     .venv/bin/mlops lineage\n"
+        "  Serve:       .venv/bin/mlops serve"
+    )
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

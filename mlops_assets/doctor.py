@@ -1,0 +1,128 @@
+"""`mlops check`: dependencies, config, stores, services and ports, each with its fix."""
+
+from __future__ import annotations
+
+import importlib.metadata as md
+import socket
+from dataclasses import dataclass
+
+from mlops_assets.settings import Settings
+
+# The measured stack (shared STACK.md); a different version is a warning, not a failure.
+EXPECTED = {
+    "torch": "2.14.1",
+    "ludwig": "0.11.0",
+    "dagster": "1.13.27",
+    "mlflow": "3.17.2",
+    "ray": "2.60.0",
+    "pandera": "0.35.0",
+}
+
+
+@dataclass
+class CheckItem:
+    """One line of the report."""
+
+    name: str
+    ok: bool
+    detail: str
+    fix: str = ""
+    warning: bool = False
+
+
+def _port_in_use(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.settimeout(0.3)
+        return sock.connect_ex((host, port)) == 0
+
+
+def run_checks(settings: Settings) -> list[CheckItem]:
+    """Run every check; never raises."""
+    items: list[CheckItem] = []
+    for package, want in EXPECTED.items():
+        try:
+            have = md.version(package)
+        except md.PackageNotFoundError:
+            items.append(CheckItem(package, False, "not installed", "make setup"))
+            continue
+        same = have.split("+")[0] == want
+        items.append(
+            CheckItem(
+                package,
+                same,
+                f"{have} (tested: {want})",
+                "make setup (rebuilds the venv from pyproject.toml)",
+                warning=not same,
+            )
+        )
+    items.append(
+        CheckItem(
+            "config", True, f"{settings.config_path} and {settings.ludwig_config_path} are valid"
+        )
+    )
+    try:
+        settings.home.mkdir(parents=True, exist_ok=True)
+        probe = settings.home / ".write-test"
+        probe.write_text("ok")
+        probe.unlink()
+        items.append(CheckItem("MLOPS_HOME", True, f"{settings.home} is writable"))
+    except OSError as err:
+        items.append(
+            CheckItem("MLOPS_HOME", False, str(err), "set MLOPS_HOME to a writable folder")
+        )
+    try:
+        from mlflow import MlflowClient
+
+        MlflowClient(settings.tracking_uri).search_experiments(max_results=1)
+        items.append(CheckItem("MLflow", True, f"{settings.tracking_uri} answers"))
+    except Exception as err:  # any failure here is reported, not raised
+        items.append(
+            CheckItem(
+                "MLflow",
+                False,
+                f"{settings.tracking_uri}: {err}"[:300],
+                "start the tracking server or unset MLFLOW_TRACKING_URI "
+                "to use the embedded SQLite store",
+            )
+        )
+    try:
+        from mlops_assets.lifecycle.manager import open_store
+
+        store = open_store(settings)
+        pending = store.pending_decisions()
+        items.append(
+            CheckItem("lifecycle store", True, f"opens; {len(pending)} pending decision(s)")
+        )
+        if pending:
+            items.append(
+                CheckItem(
+                    "pending decisions",
+                    False,
+                    f"{len(pending)} half-done registry move(s)",
+                    "mlops check --repair",
+                    warning=True,
+                )
+            )
+    except Exception as err:  # any failure here is reported, not raised
+        items.append(
+            CheckItem(
+                "lifecycle store",
+                False,
+                str(err)[:300],
+                "check lifecycle_store.url / MLOPS_LIFECYCLE_DB",
+            )
+        )
+    serving = settings.config.serving
+    for name, port in (
+        ("Ray Serve", serving.port),
+        ("Dagster webserver", 3000),
+        ("MLflow server", 5000),
+        ("Prometheus", 9090),
+    ):
+        used = _port_in_use(serving.host, port)
+        items.append(
+            CheckItem(
+                f"port {port}", True, f"{name}: {'something is listening' if used else 'free'}"
+            )
+        )
+    return items

@@ -1,0 +1,397 @@
+"""Lifecycle operations shared by the Dagster assets, the CLI and the Python API.
+
+Every registry move goes through `apply_decision`: it takes the store's transition lock, runs
+`reconcile` first (finishing any half-done move a crash left behind), re-checks that the
+decision is still about the current champion, then applies it in the crash-safe order of
+`registry.Registry.apply`. Two cycles started together therefore never make two champions or
+lose a decision: the second one finds the champion moved and records its decision as failed.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from mlops_assets.lifecycle.records import DecisionRecord, DecisionStatus, utcnow
+from mlops_assets.lifecycle.states import STATE_TAG, Actor, Alias, Decision
+from mlops_assets.settings import Settings, load_settings
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
+
+    from mlops_assets.lifecycle.evaluation import EvaluationResult
+    from mlops_assets.lifecycle.registry import Registry
+    from mlops_assets.lifecycle.store import LifecycleStore
+    from mlops_assets.lifecycle.training import TrainingOutcome
+    from mlops_assets.validation import ValidationResult
+
+log = logging.getLogger(__name__)
+
+
+class StaleDecision(RuntimeError):
+    """The champion moved between evaluation and apply; the decision was not applied."""
+
+
+def mlflow_client(settings: Settings) -> MlflowClient:
+    """An MLflow client for the configured tracking URI."""
+    from mlflow import MlflowClient
+
+    return MlflowClient(settings.tracking_uri)
+
+
+def open_store(settings: Settings) -> LifecycleStore:
+    """Open (and migrate) the lifecycle store."""
+    from mlops_assets.lifecycle.store import LifecycleStore
+
+    settings.home.mkdir(parents=True, exist_ok=True)
+    return LifecycleStore(settings.lifecycle_db_url)
+
+
+def registry_for(
+    settings: Settings, client: MlflowClient | None = None, store: LifecycleStore | None = None
+) -> Registry:
+    """The registry mover for the configured model."""
+    from mlops_assets.lifecycle.registry import Registry
+
+    return Registry(
+        client or mlflow_client(settings), settings.model_name, store or open_store(settings)
+    )
+
+
+def alias_version(client: MlflowClient, model_name: str, alias: Alias) -> str | None:
+    """The version an alias points at, or None."""
+    try:
+        return str(client.get_model_version_by_alias(model_name, alias.value).version)
+    except Exception:  # MLflow raises when the alias or the model does not exist
+        return None
+
+
+def reconcile(settings: Settings) -> list[DecisionRecord]:
+    """Finish or repair half-done registry moves; return the decisions it repaired."""
+    reg = registry_for(settings)
+    repaired = reg.reconcile()
+    for rec in repaired:
+        log.warning("reconciled decision %s (%s)", rec.id, rec.decision)
+    return repaired
+
+
+def validate_file(
+    settings: Settings, path: Path, client: MlflowClient | None = None
+) -> tuple[ValidationResult, Path | None]:
+    """Validate a raw file against config and the champion's schema; quarantine it if bad.
+
+    Returns the result and, for a bad file, where it was moved.
+    """
+    from mlops_assets.validation import quarantine
+    from mlops_assets.validation import validate_file as _validate
+
+    reference = champion_schema(settings, client or mlflow_client(settings))
+    result = _validate(path, settings.config.data, reference)
+    if result.ok:
+        return result, None
+    moved = quarantine(result, settings.quarantine_dir)
+    log.error(
+        "%s failed validation (%d problems); moved to %s", path.name, len(result.problems), moved
+    )
+    return result, moved
+
+
+def champion_schema(settings: Settings, client: MlflowClient) -> Any | None:
+    """The input schema stored with the current champion, or None without a champion."""
+    import mlflow
+
+    from mlops_assets.lifecycle.schema import InputSchema
+
+    version = alias_version(client, settings.model_name, Alias.CHAMPION)
+    if version is None:
+        return None
+    mv = client.get_model_version(settings.model_name, version)
+    mlflow.set_tracking_uri(settings.tracking_uri)
+    try:
+        text = mlflow.artifacts.load_text(f"runs:/{mv.run_id}/schema.json")
+    except Exception:  # an old version without a stored schema
+        return None
+    return InputSchema.model_validate_json(text)
+
+
+def train(
+    settings: Settings,
+    result: ValidationResult,
+    *,
+    dagster_run_id: str | None = None,
+    force: bool = False,
+) -> TrainingOutcome:
+    """Train a challenger on one validated file."""
+    from mlops_assets.lifecycle.training import DataFile, train_challenger
+
+    if not result.ok or result.frame is None:
+        raise ValueError(f"{result.path} did not pass validation; it cannot be trained on")
+    files = [DataFile(path=str(result.path), sha256=result.sha256, rows=result.rows)]
+    return train_challenger(
+        settings, result.frame, files, dagster_run_id=dagster_run_id, force=force
+    )
+
+
+def evaluate(
+    settings: Settings,
+    version: str,
+    *,
+    actor: Actor = Actor.CLI,
+    dagster_run_id: str | None = None,
+) -> EvaluationResult:
+    """Compare challenger `version` with the champion on the same holdout and decide."""
+    from mlops_assets.lifecycle.evaluation import evaluate_challenger
+
+    return evaluate_challenger(
+        settings, mlflow_client(settings), version, actor=actor, dagster_run_id=dagster_run_id
+    )
+
+
+def apply_decision(settings: Settings, record: DecisionRecord) -> DecisionRecord:
+    """Apply a decision under the transition lock, after reconcile; refuse stale decisions."""
+    store = open_store(settings)
+    client = mlflow_client(settings)
+    reg = registry_for(settings, client, store)
+    with store.transition_lock(settings.model_name, owner=f"decision-{record.id}"):
+        reg.reconcile()
+        current = alias_version(client, settings.model_name, Alias.CHAMPION)
+        moves_champion = record.decision in (Decision.BOOTSTRAP, Decision.PROMOTE)
+        if moves_champion and current != record.champion_version:
+            record.status = DecisionStatus.FAILED
+            record.error = (
+                f"stale: the champion is v{current}, but this decision was taken against "
+                f"v{record.champion_version}; evaluate the challenger again"
+            )
+            record.reasons.append(record.error)
+            store.record_decision(record)
+            raise StaleDecision(record.error)
+        applied = reg.apply(record)
+        _track_shadow_test(settings, store, applied)
+    _notify_server(settings)
+    return applied
+
+
+def _track_shadow_test(settings: Settings, store: LifecycleStore, rec: DecisionRecord) -> None:
+    version = rec.challenger_version
+    if version is None:
+        return
+    if rec.decision == Decision.START_SHADOW:
+        now = utcnow()
+        store.open_shadow_test(
+            model_name=settings.model_name,
+            version=version,
+            started_at=now,
+            expires_at=now + settings.policy.shadow_mode_duration,
+            decision_id=rec.id,
+        )
+    elif rec.decision in (Decision.PROMOTE, Decision.REJECT):
+        open_versions = {t.version for t in store.open_shadow_tests(settings.model_name)}
+        if version in open_versions:
+            store.close_shadow_test(version, rec.id)
+
+
+def _notify_server(settings: Settings) -> None:
+    """Ask a running server to reload its models; a server that is down is not an error."""
+    import httpx
+
+    serving = settings.config.serving
+    headers = {}
+    token = os.environ.get(serving.admin_token_env)
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    url = f"http://{serving.host}:{serving.port}/admin/reload"
+    try:
+        httpx.post(url, headers=headers, timeout=30.0)
+        log.info("asked the server at %s to reload", url)
+    except httpx.HTTPError:
+        log.debug("no server at %s; nothing to reload", url)
+
+
+def manual_decision(
+    settings: Settings,
+    decision: Decision,
+    version: str | None = None,
+    *,
+    actor: Actor = Actor.CLI,
+    reason: str | None = None,
+) -> DecisionRecord:
+    """Build and apply a manual PROMOTE, REJECT or ROLLBACK."""
+    client = mlflow_client(settings)
+    champion = alias_version(client, settings.model_name, Alias.CHAMPION)
+    if decision == Decision.ROLLBACK:
+        target = alias_version(client, settings.model_name, Alias.PREVIOUS_CHAMPION)
+        if target is None:
+            raise ValueError("there is no previous champion to roll back to")
+        version = target
+    if version is None:
+        raise ValueError(f"{decision} needs a model version")
+    client.get_model_version(settings.model_name, version)  # raises a clear error if unknown
+    who = f"by {actor.value}"
+    default = {
+        Decision.PROMOTE: f"Manual promotion of v{version} {who}.",
+        Decision.REJECT: f"Manual rejection of v{version} {who}.",
+        Decision.ROLLBACK: f"Manual rollback from v{champion} to v{version} {who}.",
+    }[decision]
+    if decision == Decision.PROMOTE and champion is None:
+        decision = Decision.BOOTSTRAP
+    record = DecisionRecord(
+        decision=decision,
+        actor=actor,
+        model_name=settings.model_name,
+        champion_version=champion,
+        challenger_version=version,
+        policy=settings.policy.model_dump(mode="json"),
+        reasons=[reason or default],
+    )
+    return apply_decision(settings, record)
+
+
+def status(settings: Settings, *, decisions: int = 10) -> dict[str, Any]:
+    """Champion, shadows, open shadow tests and the last decisions, as plain JSON data."""
+    client = mlflow_client(settings)
+    store = open_store(settings)
+    name = settings.model_name
+
+    def describe(version: str | None) -> dict[str, Any] | None:
+        if version is None:
+            return None
+        mv = client.get_model_version(name, version)
+        tags = dict(mv.tags or {})
+        run = client.get_run(mv.run_id)
+        return {
+            "version": str(mv.version),
+            "run_id": mv.run_id,
+            "state": tags.get(STATE_TAG),
+            "data_sha256": tags.get("data.sha256"),
+            "data_files": tags.get("data.files"),
+            "promoted_at": tags.get("lifecycle.promoted_at"),
+            "metrics": {
+                k.removeprefix("holdout."): v
+                for k, v in run.data.metrics.items()
+                if k.startswith("holdout.")
+            },
+        }
+
+    champion = alias_version(client, name, Alias.CHAMPION)
+    challenger = alias_version(client, name, Alias.CHALLENGER)
+    previous = alias_version(client, name, Alias.PREVIOUS_CHAMPION)
+    tests = store.open_shadow_tests(name)
+    return {
+        "tracking_uri": settings.tracking_uri,
+        "lifecycle_store": _redact(settings.lifecycle_db_url),
+        "model_name": name,
+        "champion": describe(champion),
+        "shadows": [d for d in [describe(challenger)] if d],
+        "previous_champion": describe(previous),
+        "open_shadow_tests": [t.model_dump(mode="json") for t in tests],
+        "last_decisions": [
+            {
+                "id": r.id,
+                "time": r.time.isoformat(),
+                "decision": r.decision.value,
+                "actor": r.actor.value,
+                "status": r.status.value,
+                "champion_version": r.champion_version,
+                "challenger_version": r.challenger_version,
+                "reasons": r.reasons,
+            }
+            for r in store.decisions(limit=decisions)
+        ],
+    }
+
+
+def lineage(settings: Settings, version: str | None = None) -> dict[str, Any]:
+    """Which data files, config, MLflow run, Dagster run and decisions produced a version."""
+    client = mlflow_client(settings)
+    store = open_store(settings)
+    name = settings.model_name
+    version = version or alias_version(client, name, Alias.CHAMPION)
+    if version is None:
+        raise ValueError("there is no champion yet; name a version")
+    mv = client.get_model_version(name, version)
+    tags = dict(mv.tags or {})
+    files = tags.get("data.files", "").split(",") if tags.get("data.files") else []
+    shas = tags.get("data.sha256", "").split(",") if tags.get("data.sha256") else []
+    return {
+        "model_name": name,
+        "version": str(mv.version),
+        "state": tags.get(STATE_TAG),
+        "aliases": list(mv.aliases or []),
+        "data_files": [{"file": f, "sha256": s} for f, s in zip(files, shas, strict=False)],
+        "ludwig_config_hash": tags.get("ludwig.config_hash"),
+        "schema_fingerprint": tags.get("schema.fingerprint"),
+        "mlflow_run_id": mv.run_id,
+        "dagster_run_id": tags.get("dagster.run_id") or None,
+        "decisions": [
+            {
+                "id": r.id,
+                "time": r.time.isoformat(),
+                "decision": r.decision.value,
+                "status": r.status.value,
+                "dagster_run_id": r.dagster_run_id,
+            }
+            for r in store.decisions(version=str(mv.version), limit=None)
+        ],
+    }
+
+
+def _redact(url: str) -> str:
+    if "@" in url and "://" in url:
+        scheme, rest = url.split("://", 1)
+        return f"{scheme}://***@{rest.split('@', 1)[1]}"
+    return url
+
+
+class ChampionChallengerManager:
+    """The Python API promised by the original design: train, evaluate, status."""
+
+    def __init__(self, config_path: str | Path | None = None) -> None:
+        self.settings = load_settings(config_path)
+        self.settings.ensure_dirs()
+
+    def train_challenger(self, data_path: str | Path, *, force: bool = False) -> TrainingOutcome:
+        """Validate a CSV and train a challenger on it; returns the registered version."""
+        result, moved = validate_file(self.settings, Path(data_path))
+        if not result.ok:
+            raise ValueError(
+                f"{data_path} failed validation and was moved to {moved}: "
+                + "; ".join(p.message for p in result.problems[:3])
+            )
+        return train(self.settings, result, force=force)
+
+    def evaluate_challenger(self, version: str, *, apply: bool = True) -> DecisionRecord:
+        """Judge a challenger against the champion; apply the decision unless `apply=False`."""
+        result = evaluate(self.settings, str(version), actor=Actor.API)
+        if not apply:
+            result.record.status = DecisionStatus.RECORDED
+            return result.record
+        return apply_decision(self.settings, result.record)
+
+    def get_status(self) -> dict[str, Any]:
+        """Champion, shadows and the last decisions."""
+        return status(self.settings)
+
+    def promote(self, version: str) -> DecisionRecord:
+        """Promote a version by hand (recorded with actor `api`)."""
+        return manual_decision(self.settings, Decision.PROMOTE, version, actor=Actor.API)
+
+    def rollback(self) -> DecisionRecord:
+        """Restore the previous champion."""
+        return manual_decision(self.settings, Decision.ROLLBACK, actor=Actor.API)
+
+
+__all__: Sequence[str] = [
+    "ChampionChallengerManager",
+    "StaleDecision",
+    "apply_decision",
+    "evaluate",
+    "lineage",
+    "manual_decision",
+    "reconcile",
+    "status",
+    "train",
+    "validate_file",
+]

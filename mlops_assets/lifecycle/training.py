@@ -1,0 +1,421 @@
+"""Train a Ludwig challenger, record it in MLflow and register it as a `candidate` version.
+
+What one training records:
+- the MLflow run: parameters (flattened Ludwig config, split, seed, rows), per-epoch metrics,
+  holdout metrics, and artifacts (`ludwig_config.json`, `training_statistics.json`,
+  `schema.json`, `holdout.csv`, the MLflow `model/` with ludwig + pyfunc flavours, and the
+  serving bundle `serving/` with the TorchScript fast path);
+- the registered version: tags `lifecycle.state=candidate`, `data.sha256`, `data.files`,
+  `ludwig.config_hash`, `schema.fingerprint`, `dagster.run_id`.
+
+Training is idempotent: the same data (sha256), Ludwig config hash and seed reuse the version
+already registered instead of training again.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from pydantic import BaseModel, ConfigDict
+
+from mlops_assets.lifecycle.schema import InputSchema, infer_schema
+from mlops_assets.lifecycle.states import STATE_TAG, ModelState
+from mlops_assets.settings import Settings, SplitConfig
+
+log = logging.getLogger(__name__)
+
+ROW_ID = "__row_id"
+HOLDOUT_ARTIFACT = "holdout.csv"
+BUNDLE_ARTIFACT = "serving"
+MODEL_ARTIFACT = "model"
+
+Progress = Callable[[str], None]
+
+
+class DataFile(BaseModel):
+    """A validated input file: where it was, its sha256 and its row count."""
+
+    model_config = ConfigDict(frozen=True)
+
+    path: str
+    sha256: str
+    rows: int
+
+
+class TrainingOutcome(BaseModel):
+    """What a training produced: the registered version and how to find everything else."""
+
+    model_name: str
+    version: str
+    run_id: str
+    data_files: list[DataFile]
+    config_hash: str
+    metrics: dict[str, float]
+    schema_: InputSchema
+    holdout_rows: int
+    reused: bool = False
+    seconds: float = 0.0
+
+    @property
+    def data_sha256(self) -> str:
+        """Comma-joined sha256 of every input file (the value of the `data.sha256` tag)."""
+        return ",".join(f.sha256 for f in self.data_files)
+
+
+class Splits(BaseModel):
+    """Train, validation and holdout frames (each keeps the `__row_id` column)."""
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    train: pd.DataFrame
+    validation: pd.DataFrame
+    holdout: pd.DataFrame
+
+
+def split_frame(df: pd.DataFrame, split: SplitConfig, target: str) -> Splits:
+    """Split rows by a fixed seed, stratified on the target so every split sees every class."""
+    frame = df.reset_index(drop=True).copy()
+    frame.insert(0, ROW_ID, np.arange(len(frame)))
+    rng = np.random.default_rng(split.seed)
+    parts: dict[str, list[np.ndarray]] = {"train": [], "validation": [], "holdout": []}
+    for _, idx in sorted(frame.groupby(frame[target].astype(str)).indices.items()):
+        idx = rng.permutation(idx)
+        n_hold = max(1, round(len(idx) * split.holdout))
+        n_val = round(len(idx) * split.validation)
+        parts["holdout"].append(idx[:n_hold])
+        parts["validation"].append(idx[n_hold : n_hold + n_val])
+        parts["train"].append(idx[n_hold + n_val :])
+
+    def take(name: str) -> pd.DataFrame:
+        idx = np.sort(np.concatenate(parts[name])) if parts[name] else np.array([], dtype=int)
+        return frame.iloc[idx].reset_index(drop=True)
+
+    return Splits(train=take("train"), validation=take("validation"), holdout=take("holdout"))
+
+
+def resolve_ludwig_config(settings: Settings, frame: pd.DataFrame) -> tuple[dict, InputSchema]:
+    """The Ludwig config for this data, with input features inferred when the file lists none."""
+    target = settings.config.data.target_column
+    config = settings.ludwig.to_ludwig_dict()
+    listed = [f["name"] for f in config.get("input_features") or []]
+    schema = infer_schema(
+        frame.drop(columns=[ROW_ID], errors="ignore"),
+        target,
+        settings.config.data.max_category_cardinality,
+        features=listed or None,
+    )
+    if listed:
+        # The config decides the Ludwig types; the schema records ranges and categories.
+        declared = {f["name"]: f["type"] for f in config["input_features"]}
+        for spec in schema.features:
+            if declared[spec.name] in ("number", "category", "binary"):
+                spec.type = declared[spec.name]  # type: ignore[assignment]
+    else:
+        config["input_features"] = schema.ludwig_input_features()
+    if not config.get("output_features"):
+        config["output_features"] = [{"name": target, "type": schema.target_type}]
+    rules = settings.config.data.features
+    for spec in schema.features:
+        rule = rules.get(spec.name)
+        if rule and rule.categories:
+            spec.categories = list(rule.categories)
+        if rule and rule.min is not None:
+            spec.min = rule.min
+        if rule and rule.max is not None:
+            spec.max = rule.max
+    return config, schema
+
+
+def _flatten(prefix: str, value: Any, out: dict[str, str]) -> None:
+    if isinstance(value, dict):
+        for key, sub in value.items():
+            _flatten(f"{prefix}.{key}" if prefix else str(key), sub, out)
+    elif isinstance(value, list):
+        out[prefix] = json.dumps(value)[:500]
+    else:
+        out[prefix] = str(value)[:500]
+
+
+def _epoch_metrics(train_stats: Any) -> list[tuple[str, float, int]]:
+    """Flatten Ludwig training statistics into (key, value, epoch) triples."""
+    rows: list[tuple[str, float, int]] = []
+    for split_name in ("training", "validation"):
+        stats = getattr(train_stats, split_name, None) or {}
+        for feature, metrics in stats.items():
+            for metric, values in metrics.items():
+                for step, value in enumerate(values or []):
+                    if isinstance(value, int | float) and np.isfinite(value):
+                        rows.append((f"{split_name}.{feature}.{metric}", float(value), step))
+    return rows
+
+
+def find_existing_version(
+    client: Any, model_name: str, data_sha256: str, config_hash: str, seed: int
+) -> Any | None:
+    """Return a registered version trained on the same data, config and seed, if any."""
+    try:
+        versions = client.search_model_versions(f"name = '{model_name}'")
+    except Exception:  # the model is not registered yet
+        return None
+    for mv in versions:
+        tags = mv.tags or {}
+        if (
+            tags.get("data.sha256") == data_sha256
+            and tags.get("ludwig.config_hash") == config_hash
+            and tags.get("training.seed") == str(seed)
+        ):
+            return mv
+    return None
+
+
+def ensure_experiment(settings: Settings) -> str:
+    """Create the experiment if needed (with an explicit artifact location) and return its id."""
+    import mlflow
+
+    mlflow.set_tracking_uri(settings.tracking_uri)
+    name = settings.config.mlflow.experiment_name
+    exp = mlflow.get_experiment_by_name(name)
+    if exp is not None:
+        return exp.experiment_id
+    location = None
+    if not settings.tracking_uri.startswith(("http://", "https://", "databricks")):
+        settings.artifact_root.mkdir(parents=True, exist_ok=True)
+        location = settings.artifact_root.as_uri()
+    return mlflow.create_experiment(name, artifact_location=location)
+
+
+def predict_frame(model: Any, frame: pd.DataFrame, classes: list[str], target: str) -> np.ndarray:
+    """P(class) columns in `classes` order from `LudwigModel.predict` on `frame`."""
+    preds, _ = model.predict(frame, skip_save_predictions=True, skip_save_unprocessed_output=True)
+    cols = []
+    for cls in classes:
+        for name in (f"{target}_probabilities_{cls}",):
+            if name in preds.columns:
+                cols.append(preds[name].to_numpy(dtype=float))
+                break
+        else:
+            raise KeyError(f"Ludwig output has no probability column for class {cls!r}")
+    return np.column_stack(cols)
+
+
+def model_classes(model: Any, target: str) -> list[str]:
+    """Class labels in the order of the model's probability outputs."""
+    meta = model.training_set_metadata[target]
+    if "idx2str" in meta:
+        return [str(c) for c in meta["idx2str"]]
+    if "bool2str" in meta:
+        return [str(c) for c in meta["bool2str"]]
+    return ["False", "True"]
+
+
+def train_challenger(
+    settings: Settings,
+    frame: pd.DataFrame,
+    data_files: Sequence[DataFile],
+    *,
+    dagster_run_id: str | None = None,
+    progress: Progress | None = None,
+    force: bool = False,
+) -> TrainingOutcome:
+    """Train on `frame`, log everything to MLflow and register a `candidate` version."""
+    import mlflow
+    from mlflow import MlflowClient
+
+    say = progress or log.info
+    started = time.monotonic()
+    target = settings.config.data.target_column
+    data_sha = ",".join(f.sha256 for f in data_files)
+    config_hash = settings.ludwig_config_hash()
+    seed = settings.config.ludwig.random_seed
+    experiment_id = ensure_experiment(settings)
+    client = MlflowClient(settings.tracking_uri)
+    name = settings.model_name
+
+    existing = None if force else find_existing_version(client, name, data_sha, config_hash, seed)
+    if existing is not None:
+        say(f"version {existing.version} was already trained on this data and config; reusing it")
+        run = client.get_run(existing.run_id)
+        schema_json = mlflow.artifacts.load_text(f"runs:/{existing.run_id}/schema.json")
+        metrics = {
+            k.removeprefix("holdout."): v
+            for k, v in run.data.metrics.items()
+            if k.startswith("holdout.")
+        }
+        return TrainingOutcome(
+            model_name=name,
+            version=str(existing.version),
+            run_id=existing.run_id,
+            data_files=list(data_files),
+            config_hash=config_hash,
+            metrics=metrics,
+            schema_=InputSchema.model_validate_json(schema_json),
+            holdout_rows=int(run.data.params.get("data.holdout_rows", 0)),
+            reused=True,
+            seconds=time.monotonic() - started,
+        )
+
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    import torch
+
+    torch.set_num_threads(settings.config.ludwig.num_threads)
+    say("importing Ludwig (first time in a process: ~8 s)")
+    from ludwig.api import LudwigModel
+
+    config, schema = resolve_ludwig_config(settings, frame)
+    splits = split_frame(frame, settings.config.data.split, target)
+    say(
+        f"training on {len(splits.train)} rows (validation {len(splits.validation)}, "
+        f"holdout {len(splits.holdout)}), {len(schema.features)} input features"
+    )
+    with tempfile.TemporaryDirectory(prefix="mlops-train-") as tmp:
+        tmpdir = Path(tmp)
+        with mlflow.start_run(
+            experiment_id=experiment_id,
+            run_name=f"challenger-{data_sha[:8]}",
+            tags={
+                "mlops.kind": "challenger",
+                "data.sha256": data_sha,
+                "data.files": ",".join(Path(f.path).name for f in data_files),
+                "ludwig.config_hash": config_hash,
+                "dagster.run_id": dagster_run_id or "",
+            },
+        ) as run:
+            params: dict[str, str] = {}
+            _flatten("ludwig", {k: config[k] for k in ("combiner", "trainer")}, params)
+            params.update(
+                {
+                    "data.rows": str(len(frame)),
+                    "data.train_rows": str(len(splits.train)),
+                    "data.holdout_rows": str(len(splits.holdout)),
+                    "split.seed": str(settings.config.data.split.seed),
+                    "training.seed": str(seed),
+                    "input_features": str(len(schema.features)),
+                }
+            )
+            mlflow.log_params(params)
+            model = LudwigModel(config, logging_level=logging.WARNING, backend="local")
+            cwd = Path.cwd()
+            os.chdir(tmpdir)  # Ludwig drops a .lock_preprocessing file in the working directory
+            try:
+                result = model.train(
+                    training_set=splits.train.drop(columns=[ROW_ID]),
+                    validation_set=splits.validation.drop(columns=[ROW_ID])
+                    if len(splits.validation)
+                    else None,
+                    output_directory=str(tmpdir / "results"),
+                    skip_save_processed_input=True,
+                    skip_save_progress=True,
+                    skip_save_log=True,
+                    skip_save_model=False,
+                    random_seed=seed,
+                )
+            finally:
+                os.chdir(cwd)
+            say("training done; scoring the holdout and exporting the model")
+            epoch_rows = _epoch_metrics(result.train_stats)
+            if epoch_rows:
+                from mlflow.entities import Metric
+
+                now = int(time.time() * 1000)
+                client.log_batch(
+                    run.info.run_id,
+                    metrics=[Metric(k, v, now, s) for k, v, s in epoch_rows],
+                )
+            classes = model_classes(model, target)
+            schema.classes = classes
+            proba = predict_frame(model, splits.holdout, classes, target)
+            from mlops_assets.lifecycle.metrics import compute_metrics
+
+            y_true = splits.holdout[target].astype(str).to_numpy()
+            y_true = normalise_labels(y_true, classes)
+            y_pred = np.asarray(classes)[proba.argmax(axis=1)]
+            metrics = compute_metrics(
+                y_true, y_pred, proba, classes, settings.policy.evaluation_metrics
+            )
+            mlflow.log_metrics({f"holdout.{k}": v for k, v in metrics.items() if np.isfinite(v)})
+
+            (tmpdir / "ludwig_config.json").write_text(json.dumps(config, indent=2))
+            (tmpdir / "training_statistics.json").write_text(
+                json.dumps(
+                    {
+                        "training": result.train_stats.training,
+                        "validation": result.train_stats.validation,
+                    },
+                    default=float,
+                )
+            )
+            (tmpdir / "schema.json").write_text(schema.to_json())
+            splits.holdout.to_csv(tmpdir / HOLDOUT_ARTIFACT, index=False)
+            for fname in (
+                "ludwig_config.json",
+                "training_statistics.json",
+                "schema.json",
+                HOLDOUT_ARTIFACT,
+            ):
+                mlflow.log_artifact(str(tmpdir / fname))
+
+            from ludwig.contribs.mlflow.model import save_model
+
+            save_model(model, path=str(tmpdir / "mlflow_model"))
+            mlflow.log_artifacts(str(tmpdir / "mlflow_model"), MODEL_ARTIFACT)
+            from mlops_assets.lifecycle.bundle import export_bundle
+
+            bundle_dir = export_bundle(model, schema, tmpdir / "bundle")
+            mlflow.log_artifacts(str(bundle_dir), BUNDLE_ARTIFACT)
+            run_id = run.info.run_id
+
+    say("registering the model version")
+    try:
+        client.get_registered_model(name)
+    except Exception:
+        client.create_registered_model(
+            name, description="Champion-challenger lifecycle (managed by mlops)"
+        )
+    mv = client.create_model_version(
+        name,
+        source=f"runs:/{run_id}/{MODEL_ARTIFACT}",
+        run_id=run_id,
+        tags={
+            STATE_TAG: ModelState.CANDIDATE.value,
+            "data.sha256": data_sha,
+            "data.files": ",".join(Path(f.path).name for f in data_files),
+            "ludwig.config_hash": config_hash,
+            "schema.fingerprint": schema.fingerprint(),
+            "training.seed": str(seed),
+            "dagster.run_id": dagster_run_id or "",
+        },
+        description=f"Trained on {', '.join(Path(f.path).name for f in data_files)}",
+    )
+    seconds = time.monotonic() - started
+    say(f"registered {name} version {mv.version} (run {run_id[:8]}) in {seconds:.1f} s")
+    return TrainingOutcome(
+        model_name=name,
+        version=str(mv.version),
+        run_id=run_id,
+        data_files=list(data_files),
+        config_hash=config_hash,
+        metrics=metrics,
+        schema_=schema,
+        holdout_rows=len(splits.holdout),
+        seconds=seconds,
+    )
+
+
+def normalise_labels(values: np.ndarray, classes: list[str]) -> np.ndarray:
+    """Map raw target values (0/1, yes/no, True/False) onto the model's class labels."""
+    known = set(classes)
+    if set(np.unique(values)) <= known:
+        return values
+    truthy = {"1", "1.0", "true", "yes", "y", "t"}
+    if set(classes) == {"False", "True"}:
+        return np.where(np.isin(np.char.lower(values.astype(str)), list(truthy)), "True", "False")
+    return values
