@@ -1,7 +1,5 @@
 """The lifecycle schedule: every 6 hours (cron in config) the cycle sweeps for work."""
 
-from __future__ import annotations
-
 import dagster as dg
 
 from mlops_assets.lifecycle import manager

@@ -1,7 +1,5 @@
 """Sensors: new raw files start a challenger cycle; failed runs raise an alert."""
 
-from __future__ import annotations
-
 import json
 import logging
 

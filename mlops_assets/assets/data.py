@@ -1,7 +1,5 @@
 """Ingestion: raw CSV files and their validated features."""
 
-from __future__ import annotations
-
 from pathlib import Path
 
 import dagster as dg

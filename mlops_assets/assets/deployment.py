@@ -1,7 +1,5 @@
 """Deployment: apply the decision to the registry (aliases, tags) and the running server."""
 
-from __future__ import annotations
-
 import dagster as dg
 
 from mlops_assets.lifecycle import manager

@@ -1,7 +1,5 @@
 """Evaluation: challenger and champion on the same holdout, with a verdict and plots."""
 
-from __future__ import annotations
-
 import dagster as dg
 
 from mlops_assets import checks
@@ -52,11 +50,15 @@ def evaluation_report(
         settings, challenger_model.version, actor=actor, dagster_run_id=context.run_id
     )
     record = result.record
-    context.log.info(f"proposed {record.decision}: " + " ".join(record.reasons))
+    if result.already_decided:
+        context.log.info(f"v{challenger_model.version} was already judged: {record.decision}")
+    else:
+        context.log.info(f"proposed {record.decision}: " + " ".join(record.reasons))
     return dg.MaterializeResult(
         value=result,
         metadata={
             "decision": record.decision.value,
+            "already_decided": result.already_decided,
             "reasons": dg.MetadataValue.md("\n".join(f"- {r}" for r in record.reasons)),
             "model_version": challenger_model.version,
             "champion_version": result.champion_version or "none",
@@ -64,8 +66,8 @@ def evaluation_report(
             "data_sha256": challenger_model.data_sha256,
             "holdout_rows": result.holdout_rows,
             "metrics": dg.MetadataValue.md(metrics_table(result)),
-            "plots": dg.MetadataValue.md(result.plot_markdown()),
-            "report": dg.MetadataValue.path(result.report_dir),
+            "plots": dg.MetadataValue.md(result.plot_markdown() or "none"),
+            "report": dg.MetadataValue.path(result.report_dir or "none"),
         },
         check_results=checks.evaluation_results(result),
     )

@@ -1,7 +1,5 @@
 """Training: a Ludwig challenger per validated file, registered in MLflow as a candidate."""
 
-from __future__ import annotations
-
 import dagster as dg
 
 from mlops_assets import checks

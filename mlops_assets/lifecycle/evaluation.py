@@ -51,12 +51,15 @@ class EvaluationResult(BaseModel):
 
     record: DecisionRecord
     holdout_rows: int
-    challenger_nan_predictions: int
-    champion_version: str | None
-    schema_change: list[str]
-    markdown: str
-    plots: dict[str, str]
-    report_dir: str
+    challenger_nan_predictions: int = 0
+    champion_version: str | None = None
+    schema_change: list[str] = []
+    markdown: str = ""
+    plots: dict[str, str] = {}
+    report_dir: str = ""
+    # True when the version was judged before: the record is that earlier decision and
+    # nothing is applied again (re-running a step is safe).
+    already_decided: bool = False
 
     def plot_markdown(self) -> str:
         """Markdown with the plots embedded inline (for Dagster metadata)."""

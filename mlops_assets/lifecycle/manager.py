@@ -142,16 +142,42 @@ def evaluate(
     actor: Actor = Actor.CLI,
     dagster_run_id: str | None = None,
 ) -> EvaluationResult:
-    """Compare challenger `version` with the champion on the same holdout and decide."""
-    from mlops_assets.lifecycle.evaluation import evaluate_challenger
+    """Compare challenger `version` with the champion on the same holdout and decide.
 
+    A version that was already judged is not judged again: the result carries the earlier
+    applied decision with `already_decided=True`.
+    """
+    from mlops_assets.lifecycle.evaluation import EvaluationResult, evaluate_challenger
+    from mlops_assets.lifecycle.states import ModelState
+
+    client = mlflow_client(settings)
+    mv = client.get_model_version(settings.model_name, version)
+    state = (mv.tags or {}).get(STATE_TAG)
+    if state not in (None, ModelState.CANDIDATE.value):
+        prior = [
+            r
+            for r in open_store(settings).decisions(version=str(version), limit=None)
+            if r.challenger_version == str(version) and r.status == DecisionStatus.APPLIED
+        ]
+        if prior:
+            report = settings.home / "reports" / f"{settings.model_name}-v{version}"
+            return EvaluationResult(
+                record=prior[0],
+                holdout_rows=int(client.get_run(mv.run_id).data.params.get("data.holdout_rows", 0)),
+                champion_version=prior[0].champion_version,
+                markdown=(report / "report.md").read_text() if report.exists() else "",
+                report_dir=str(report),
+                already_decided=True,
+            )
     return evaluate_challenger(
-        settings, mlflow_client(settings), version, actor=actor, dagster_run_id=dagster_run_id
+        settings, client, version, actor=actor, dagster_run_id=dagster_run_id
     )
 
 
 def apply_decision(settings: Settings, record: DecisionRecord) -> DecisionRecord:
     """Apply a decision under the transition lock, after reconcile; refuse stale decisions."""
+    if record.status == DecisionStatus.APPLIED:
+        return record  # already applied (a re-run of the same step)
     store = open_store(settings)
     client = mlflow_client(settings)
     reg = registry_for(settings, client, store)
