@@ -1,0 +1,468 @@
+"""Registry moves on a real MLflow registry (SQLite backend, file artifacts in tmp_path)."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from mlflow import MlflowClient
+
+from mlops_assets.lifecycle.records import DecisionRecord, DecisionStatus, utcnow
+from mlops_assets.lifecycle.registry import (
+    ARCHIVED_AT_TAG,
+    DECISION_TAG,
+    PROMOTED_AT_TAG,
+    REASONS_TAG,
+    ROLLED_BACK_TAG,
+    IllegalMove,
+    Registry,
+    RegistryError,
+)
+from mlops_assets.lifecycle.states import STATE_TAG, Actor, Alias, Decision, ModelState
+from mlops_assets.lifecycle.store import LifecycleStore
+
+
+class Crash(Exception):
+    """A simulated crash between two steps of apply."""
+
+
+class FlakyClient(MlflowClient):
+    """A real MlflowClient that dies once when a chosen tag is written."""
+
+    crash_on: tuple[str, str, str] | None = None
+
+    def set_model_version_tag(self, name, version=None, key=None, value=None, stage=None):
+        if self.crash_on == (str(version), key, value):
+            self.crash_on = None
+            raise Crash(f"crash while tagging v{version} {key}={value}")
+        return super().set_model_version_tag(name, version, key, value, stage)
+
+
+@dataclass
+class Env:
+    client: FlakyClient
+    name: str
+    store: LifecycleStore
+    new_version: Callable[[], str]
+
+    def registry(self, fault: Callable[[str], None] | None = None) -> Registry:
+        return Registry(self.client, self.name, self.store, fault=fault)
+
+    def record(
+        self,
+        kind: Decision,
+        challenger: str | None = None,
+        champion: str | None = None,
+        **kw,
+    ) -> DecisionRecord:
+        return DecisionRecord(
+            decision=kind,
+            actor=kw.pop("actor", Actor.SCHEDULE),
+            model_name=self.name,
+            champion_version=champion,
+            challenger_version=challenger,
+            policy={"shadow_mode_duration": "90s"},
+            reasons=[f"{kind.value} in a test."],
+            **kw,
+        )
+
+    def aliases(self) -> dict[str, str]:
+        model = self.client.get_registered_model(self.name)
+        return {k: str(v) for k, v in model.aliases.items()}
+
+    def states(self) -> dict[str, str | None]:
+        out = {}
+        for mv in self.client.search_model_versions(f"name='{self.name}'"):
+            out[str(mv.version)] = (mv.tags or {}).get(STATE_TAG)
+        return out
+
+    def tags(self, version: str) -> dict[str, str]:
+        return dict(self.client.get_model_version(self.name, version).tags)
+
+    def champions_tagged(self) -> list[str]:
+        return [v for v, s in self.states().items() if s == ModelState.CHAMPION]
+
+    def history(self, decision_id: str | None = None) -> list[tuple[str, str | None, str | None]]:
+        moves = self.store.alias_history(self.name, decision_id=decision_id)
+        return [(m.alias, m.from_version, m.to_version) for m in moves]
+
+
+@pytest.fixture(scope="module")
+def mlflow_setup(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, str, str]:
+    """One MLflow SQLite store for the module (creating its schema takes seconds)."""
+    root = tmp_path_factory.mktemp("mlflow")
+    uri = f"sqlite:///{root / 'mlflow.db'}"
+    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+    exp = client.create_experiment("registry-tests", artifact_location=(root / "art").as_uri())
+    run = client.create_run(exp)
+    src = root / "src" / "model"
+    src.mkdir(parents=True)
+    (src / "MLmodel").write_text("flavors: {}\n")
+    client.log_artifacts(run.info.run_id, str(src), "model")
+    client.set_terminated(run.info.run_id)
+    return uri, run.info.run_id, f"{run.info.artifact_uri}/model"
+
+
+@pytest.fixture
+def env(mlflow_setup: tuple[str, str, str], tmp_path: Path):
+    uri, run_id, source = mlflow_setup
+    client = FlakyClient(tracking_uri=uri, registry_uri=uri)
+    name = f"churn-{uuid.uuid4().hex[:8]}"
+    client.create_registered_model(name)
+
+    def new_version() -> str:
+        return str(client.create_model_version(name, source, run_id).version)
+
+    store = LifecycleStore(f"sqlite:///{tmp_path / 'lifecycle.db'}")
+    yield Env(client, name, store, new_version)
+    store.close()
+
+
+def bootstrap(env: Env) -> str:
+    v1 = env.new_version()
+    env.registry().set_candidate(v1, {"data.sha256": "abc"})
+    env.registry().apply(env.record(Decision.BOOTSTRAP, challenger=v1))
+    return v1
+
+
+def shadow(env: Env, champion: str) -> str:
+    v = env.new_version()
+    env.registry().set_candidate(v, {})
+    env.registry().apply(env.record(Decision.START_SHADOW, challenger=v, champion=champion))
+    return v
+
+
+# --- each decision's moves -------------------------------------------------------------------
+
+
+def test_candidate_tags_and_untagged_versions(env: Env):
+    reg = env.registry()
+    v = env.new_version()
+    assert reg.state_of(v) is None
+    reg.set_candidate(v, {"data.sha256": "abc", "ludwig.config_hash": "def"})
+    assert reg.state_of(v) == ModelState.CANDIDATE
+    assert env.tags(v)["data.sha256"] == "abc"
+    assert reg.alias_version(Alias.CHAMPION) is None
+    assert reg.rollback_target() is None
+
+
+def test_bootstrap_makes_the_first_champion(env: Env):
+    reg = env.registry()
+    v1 = env.new_version()
+    reg.set_candidate(v1, {})
+    applied = reg.apply(env.record(Decision.BOOTSTRAP, challenger=v1))
+    assert applied.status == DecisionStatus.APPLIED
+    assert env.aliases() == {"champion": v1}
+    tags = env.tags(v1)
+    assert tags[STATE_TAG] == "champion"
+    assert tags[DECISION_TAG] == applied.id
+    assert tags[REASONS_TAG] == "BOOTSTRAP in a test."
+    assert tags[PROMOTED_AT_TAG] == env.store.alias_history(env.name)[0].time.isoformat()
+    assert env.history(applied.id) == [("champion", None, v1)]
+    with pytest.raises(IllegalMove, match="cannot become a candidate"):
+        reg.set_candidate(v1, {})
+
+
+def test_start_shadow_then_promote(env: Env):
+    reg = env.registry()
+    v1 = bootstrap(env)
+    v2 = env.new_version()
+    reg.set_candidate(v2, {})
+    start = reg.apply(env.record(Decision.START_SHADOW, challenger=v2, champion=v1))
+    assert env.aliases() == {"champion": v1, "challenger": v2}
+    assert reg.state_of(v2) == ModelState.SHADOW
+    test = env.store.shadow_test(v2, env.name)
+    assert test.status == "open" and test.opened_by == start.id
+    assert test.expires_at == start.time + timedelta(seconds=90)
+
+    promote = reg.apply(env.record(Decision.PROMOTE, challenger=v2, champion=v1))
+    assert promote.status == DecisionStatus.APPLIED
+    assert env.aliases() == {"champion": v2, "previous-champion": v1}
+    assert env.states() == {v1: "archived", v2: "champion"}
+    assert ARCHIVED_AT_TAG in env.tags(v1)
+    assert env.tags(v2)[PROMOTED_AT_TAG] == env.tags(v1)[ARCHIVED_AT_TAG]
+    assert env.history(promote.id) == [
+        ("previous-champion", None, v1),
+        ("champion", v1, v2),
+        ("challenger", v2, None),
+    ]
+    closed = env.store.shadow_test(v2, env.name)
+    assert (closed.status, closed.decision_id) == ("closed", promote.id)
+    assert reg.rollback_target() == v1
+
+
+def test_direct_promotion_of_a_candidate(env: Env):
+    reg = env.registry()
+    v1 = bootstrap(env)
+    v2 = env.new_version()
+    reg.set_candidate(v2, {})
+    reg.apply(env.record(Decision.PROMOTE, challenger=v2, champion=v1))
+    assert env.aliases() == {"champion": v2, "previous-champion": v1}
+    assert env.champions_tagged() == [v2]
+
+
+@pytest.mark.parametrize("kind", [Decision.KEEP_CHAMPION, Decision.REJECT])
+def test_keep_champion_and_reject_end_a_shadow_test(env: Env, kind: Decision):
+    reg = env.registry()
+    v1 = bootstrap(env)
+    v2 = shadow(env, v1)
+    rec = reg.apply(env.record(kind, challenger=v2, champion=v1))
+    assert env.aliases() == {"champion": v1}
+    assert env.states() == {v1: "champion", v2: "rejected"}
+    assert env.tags(v2)[DECISION_TAG] == rec.id
+    assert env.store.shadow_test(v2, env.name).status == "closed"
+    # A candidate rejected at the offline gate never had the challenger alias.
+    v3 = env.new_version()
+    reg.set_candidate(v3, {})
+    rec3 = reg.apply(env.record(kind, challenger=v3, champion=v1))
+    assert reg.state_of(v3) == ModelState.REJECTED
+    assert env.history(rec3.id) == []
+    assert env.store.shadow_test(v3, env.name) is None
+
+
+def test_extend_shadow_moves_nothing(env: Env):
+    reg = env.registry()
+    v1 = bootstrap(env)
+    v2 = shadow(env, v1)
+    before = (env.aliases(), env.states(), env.tags(v2))
+    rec = reg.apply(env.record(Decision.EXTEND_SHADOW, challenger=v2, champion=v1))
+    assert rec.status == DecisionStatus.APPLIED
+    assert (env.aliases(), env.states(), env.tags(v2)) == before
+    assert env.history(rec.id) == []
+
+
+def test_promote_then_rollback_round_trip(env: Env):
+    reg = env.registry()
+    t_start = utcnow()
+    v1 = bootstrap(env)
+    t_bootstrapped = utcnow()
+    v2 = shadow(env, v1)
+    reg.apply(env.record(Decision.PROMOTE, challenger=v2, champion=v1))
+    t_promoted = utcnow()
+    assert reg.rollback_target() == v1
+
+    rollback = reg.apply(env.record(Decision.ROLLBACK, challenger=v1, champion=v2, actor=Actor.CLI))
+    t_rolled_back = utcnow()
+    assert rollback.status == DecisionStatus.APPLIED
+    assert env.aliases() == {"champion": v1}
+    assert env.states() == {v1: "champion", v2: "archived"}
+    assert env.tags(v2)[ROLLED_BACK_TAG] == "true"
+    assert env.champions_tagged() == [v1]
+    assert reg.rollback_target() is None  # v2 was rolled back from: not a target
+    assert env.history(rollback.id) == [("champion", v2, v1), ("previous-champion", v1, None)]
+    assert all(m.actor == "cli" for m in env.store.alias_history(env.name, decision_id=rollback.id))
+
+    champion_at = [
+        env.store.version_at(env.name, "champion", t)
+        for t in (t_start, t_bootstrapped, t_promoted, t_rolled_back)
+    ]
+    assert champion_at == [None, v1, v2, v1]
+    assert env.store.version_at(env.name, "previous-champion", t_promoted) == v1
+    assert env.store.version_at(env.name, "previous-champion", t_rolled_back) is None
+    assert env.store.version_at(env.name, "challenger", t_promoted) is None
+    # Promoting the rolled-back version again on purpose clears its rolled-back mark.
+    again = reg.apply(env.record(Decision.PROMOTE, challenger=v2, champion=v1))
+    assert env.aliases() == {"champion": v2, "previous-champion": v1}
+    assert ROLLED_BACK_TAG not in env.tags(v2)
+    assert env.champions_tagged() == [v2]
+    assert env.history(again.id) == [("previous-champion", None, v1), ("champion", v1, v2)]
+    assert env.store.version_at(env.name, "champion", utcnow()) == v2
+
+    decided = env.store.decisions(version=v2, limit=None)
+    assert [d.decision for d in decided] == [
+        Decision.PROMOTE,
+        Decision.ROLLBACK,
+        Decision.PROMOTE,
+        Decision.START_SHADOW,
+    ]
+
+
+def test_rollback_points_previous_champion_at_the_next_archived_version(env: Env):
+    reg = env.registry()
+    v1 = bootstrap(env)
+    v2 = env.new_version()
+    reg.apply(env.record(Decision.PROMOTE, challenger=v2, champion=v1))
+    v3 = env.new_version()
+    reg.apply(env.record(Decision.PROMOTE, challenger=v3, champion=v2))
+    assert env.aliases() == {"champion": v3, "previous-champion": v2}
+
+    # A ROLLBACK record without versions is completed from the registry before it is stored.
+    rec = reg.apply(env.record(Decision.ROLLBACK))
+    assert (rec.champion_version, rec.challenger_version) == (v3, v2)
+    assert env.aliases() == {"champion": v2, "previous-champion": v1}
+    assert env.states() == {v1: "archived", v2: "champion", v3: "archived"}
+
+    reg.apply(env.record(Decision.ROLLBACK, challenger=v1, champion=v2))
+    assert env.aliases() == {"champion": v1}
+    assert env.champions_tagged() == [v1]
+    with pytest.raises(IllegalMove, match="previous champion"):
+        reg.apply(env.record(Decision.ROLLBACK))
+
+
+# --- idempotence and crashes -----------------------------------------------------------------
+
+
+def test_apply_twice_is_idempotent(env: Env):
+    reg = env.registry()
+    v1 = bootstrap(env)
+    v2 = shadow(env, v1)
+    rec = env.record(Decision.PROMOTE, challenger=v2, champion=v1)
+    first = reg.apply(rec)
+    snapshot = (env.aliases(), env.tags(v1), env.tags(v2), env.history())
+    second = reg.apply(rec)
+    assert second == first
+    assert (env.aliases(), env.tags(v1), env.tags(v2), env.history()) == snapshot
+    assert reg.reconcile() == []
+
+
+PROMOTE_CRASH_POINTS = [
+    "after_record",
+    "after_alias:previous-champion",
+    "after_alias:champion",
+    "after_alias:challenger",
+    "after_aliases",
+    "after_tags",
+]
+
+
+@pytest.mark.parametrize("point", PROMOTE_CRASH_POINTS)
+def test_reconcile_finishes_a_promote_that_crashed(env: Env, point: str):
+    v1 = bootstrap(env)
+    v2 = shadow(env, v1)
+
+    def fault(step: str) -> None:
+        if step == point:
+            raise Crash(step)
+
+    rec = env.record(Decision.PROMOTE, challenger=v2, champion=v1)
+    with pytest.raises(Crash):
+        env.registry(fault).apply(rec)
+    assert env.store.get_decision(rec.id).status == DecisionStatus.PENDING
+    assert len(env.champions_tagged()) <= 1
+
+    repaired = env.registry().reconcile()
+    assert [r.id for r in repaired] == [rec.id]
+    assert repaired[0].status == DecisionStatus.APPLIED
+    assert env.aliases() == {"champion": v2, "previous-champion": v1}
+    assert env.states() == {v1: "archived", v2: "champion"}
+    assert env.history(rec.id) == [
+        ("previous-champion", None, v1),
+        ("champion", v1, v2),
+        ("challenger", v2, None),
+    ]
+    assert env.store.shadow_test(v2, env.name).status == "closed"
+    # Nothing left to do, and doing it again changes nothing.
+    assert env.registry().reconcile() == []
+    assert len(env.history(rec.id)) == 3
+
+
+def test_crash_between_the_two_tag_writes_never_makes_two_champions(env: Env):
+    v1 = bootstrap(env)
+    v2 = shadow(env, v1)
+    env.client.crash_on = (v2, STATE_TAG, "champion")
+    rec = env.record(Decision.PROMOTE, challenger=v2, champion=v1)
+    with pytest.raises(Crash):
+        env.registry().apply(rec)
+    # The old champion is archived before the new one is tagged: no second champion tag.
+    assert env.states() == {v1: "archived", v2: "shadow"}
+    assert env.aliases()["champion"] == v2
+    env.registry().reconcile()
+    assert env.states() == {v1: "archived", v2: "champion"}
+    assert env.store.get_decision(rec.id).status == DecisionStatus.APPLIED
+
+
+@pytest.mark.parametrize("point", ["after_alias:champion", "after_aliases", "after_tags"])
+def test_reconcile_finishes_a_rollback_that_crashed(env: Env, point: str):
+    reg = env.registry()
+    v1 = bootstrap(env)
+    v2 = env.new_version()
+    reg.apply(env.record(Decision.PROMOTE, challenger=v2, champion=v1))
+
+    def fault(step: str) -> None:
+        if step == point:
+            raise Crash(step)
+
+    rec = env.record(Decision.ROLLBACK, challenger=v1, champion=v2)
+    with pytest.raises(Crash):
+        env.registry(fault).apply(rec)
+    assert len(env.champions_tagged()) <= 1
+    assert [r.id for r in env.registry().reconcile()] == [rec.id]
+    assert env.aliases() == {"champion": v1}
+    assert env.states() == {v1: "champion", v2: "archived"}
+    assert env.tags(v2)[ROLLED_BACK_TAG] == "true"
+    assert env.history(rec.id) == [("champion", v2, v1), ("previous-champion", v1, None)]
+
+
+def test_reconcile_repairs_stray_champion_tags(env: Env):
+    reg = env.registry()
+    v1 = bootstrap(env)
+    v2 = env.new_version()
+    reg.apply(env.record(Decision.PROMOTE, challenger=v2, champion=v1))
+    # Someone tags by hand: a second "champion", and the real one loses its tag.
+    env.client.set_model_version_tag(env.name, v1, STATE_TAG, "champion")
+    env.client.set_model_version_tag(env.name, v2, STATE_TAG, "shadow")
+    assert reg.reconcile() == []
+    assert env.states() == {v1: "archived", v2: "champion"}
+    assert reg.fix_invariants() == []
+
+
+# --- illegal moves ---------------------------------------------------------------------------
+
+
+def _assert_refused(env: Env, rec: DecisionRecord, match: str) -> None:
+    before = (env.aliases(), env.states(), env.history())
+    with pytest.raises(IllegalMove, match=match):
+        env.registry().apply(rec)
+    stored = env.store.get_decision(rec.id)
+    assert stored.status == DecisionStatus.FAILED
+    assert stored.error
+    assert (env.aliases(), env.states(), env.history()) == before
+
+
+def test_illegal_moves_are_refused_before_anything_changes(env: Env):
+    reg = env.registry()
+    v1 = bootstrap(env)
+    v2 = shadow(env, v1)
+    v3 = env.new_version()
+    reg.set_candidate(v3, {})
+
+    _assert_refused(env, env.record(Decision.REJECT, challenger=v1), "is the champion")
+    _assert_refused(env, env.record(Decision.BOOTSTRAP, challenger=v3), "use PROMOTE")
+    _assert_refused(
+        env, env.record(Decision.START_SHADOW, challenger=v3, champion=v1), "one shadow at a time"
+    )
+    _assert_refused(env, env.record(Decision.PROMOTE, challenger=v3, champion=v2), "evaluate again")
+    _assert_refused(env, env.record(Decision.PROMOTE, challenger="999", champion=v1), "no version")
+    _assert_refused(env, env.record(Decision.EXTEND_SHADOW, challenger=v3), "not in a shadow")
+    _assert_refused(env, env.record(Decision.PROMOTE, challenger=v1, champion=v1), "both")
+
+    reg.apply(env.record(Decision.KEEP_CHAMPION, challenger=v3, champion=v1))
+    _assert_refused(
+        env, env.record(Decision.PROMOTE, challenger=v3, champion=v1), "from rejected to champion"
+    )
+    _assert_refused(
+        env, env.record(Decision.START_SHADOW, challenger=v1, champion=v1), "its own shadow"
+    )
+    assert env.aliases() == {"champion": v1, "challenger": v2}
+    assert env.champions_tagged() == [v1]
+
+
+def test_a_failed_decision_is_not_applied_again(env: Env):
+    v1 = bootstrap(env)
+    rec = env.record(Decision.REJECT, challenger=v1)
+    with pytest.raises(IllegalMove):
+        env.registry().apply(rec)
+    with pytest.raises(RegistryError, match="failed"):
+        env.registry().apply(rec)
+    other = DecisionRecord(
+        decision=Decision.REJECT,
+        actor=Actor.CLI,
+        model_name="another-model",
+        challenger_version="1",
+    )
+    with pytest.raises(RegistryError, match="another-model"):
+        env.registry().apply(other)
