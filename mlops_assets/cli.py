@@ -254,7 +254,7 @@ def cycle(ctx: Ctx, data_path: str | None, dry_run: bool) -> None:
     settings = ctx.settings
     files = [Path(data_path)] if data_path else list_raw_files(settings.raw_dir)
     store = manager.open_store(settings)
-    pending = store.pending_decisions()
+    pending = store.pending_decisions(settings.model_name)
     client = manager.mlflow_client(settings)
     todo = []
     for path in files:

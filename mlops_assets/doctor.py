@@ -89,7 +89,7 @@ def run_checks(settings: Settings) -> list[CheckItem]:
         from mlops_assets.lifecycle.manager import open_store
 
         store = open_store(settings)
-        pending = store.pending_decisions()
+        pending = store.pending_decisions(settings.model_name)
         items.append(
             CheckItem("lifecycle store", True, f"opens; {len(pending)} pending decision(s)")
         )

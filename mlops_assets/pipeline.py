@@ -86,7 +86,7 @@ def run_cycle_for_file(
         "checks": {},
     }
     for event in result.get_asset_materialization_events():
-        mat = event.asset_materialization
+        mat = event.materialization
         report["assets"][mat.asset_key.to_user_string()] = {
             k: v.value for k, v in mat.metadata.items() if not isinstance(v.value, bytes)
         }

@@ -28,7 +28,8 @@ TEST_TRAINER = {"epochs": 2, "batch_size": 64, "learning_rate": 0.005}
 def _merge(base: dict, extra: dict) -> dict:
     out = dict(base)
     for key, value in extra.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
+        # An empty dict replaces (clears) the section instead of merging into it.
+        if value and isinstance(value, dict) and isinstance(out.get(key), dict):
             out[key] = _merge(out[key], value)
         else:
             out[key] = value

@@ -8,6 +8,7 @@ from pydantic import BaseModel
 from mlops_assets import checks
 from mlops_assets.lifecycle import manager
 from mlops_assets.partitions import raw_files
+from mlops_assets.validation import ValidationResult
 from resources import LifecycleResource
 
 
@@ -28,7 +29,7 @@ class RawFile(BaseModel):
 )
 def raw_data(
     context: dg.AssetExecutionContext, lifecycle: LifecycleResource
-) -> dg.MaterializeResult:
+) -> dg.MaterializeResult[RawFile]:
     """Locate the partition's file and fingerprint it."""
     from mlops_assets.validation import file_sha256
 
@@ -54,6 +55,8 @@ def raw_data(
     partitions_def=raw_files,
     kinds={"pandas", "pandera"},
     check_specs=checks.VALIDATION_CHECKS,
+    # With check specs Dagster cannot read the value type off the annotation.
+    dagster_type=ValidationResult,
     description="The raw file checked by a pandera schema built from config; "
     "a failing file is moved to data/quarantine/ with a report.",
 )

@@ -4,6 +4,7 @@ import dagster as dg
 
 from mlops_assets.lifecycle import manager
 from mlops_assets.lifecycle.evaluation import EvaluationResult
+from mlops_assets.lifecycle.records import DecisionRecord
 from mlops_assets.lifecycle.states import Alias
 from mlops_assets.partitions import raw_files
 from resources import LifecycleResource
@@ -20,7 +21,7 @@ def champion_deployment(
     context: dg.AssetExecutionContext,
     lifecycle: LifecycleResource,
     evaluation_report: EvaluationResult,
-) -> dg.MaterializeResult:
+) -> dg.MaterializeResult[DecisionRecord]:
     """Apply the proposed decision under the transition lock."""
     settings = lifecycle.settings()
     applied = manager.apply_decision(settings, evaluation_report.record)

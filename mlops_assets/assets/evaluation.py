@@ -32,6 +32,8 @@ def metrics_table(result: EvaluationResult) -> str:
     partitions_def=raw_files,
     kinds={"mlflow"},
     check_specs=checks.EVALUATION_CHECKS,
+    # With check specs Dagster cannot read the value type off the annotation.
+    dagster_type=EvaluationResult,
     description="Challenger vs champion on the challenger's holdout rows: metrics, paired "
     "significance tests, the proposed decision with its reasons, and plots.",
 )

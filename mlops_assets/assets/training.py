@@ -15,6 +15,8 @@ from resources import LifecycleResource
     partitions_def=raw_files,
     kinds={"ludwig", "mlflow"},
     check_specs=checks.CHALLENGER_CHECKS,
+    # With check specs Dagster cannot read the value type off the annotation.
+    dagster_type=TrainingOutcome,
     description="A Ludwig ECD challenger trained on the validated file (backend=local), "
     "logged to MLflow and registered as a `candidate` version.",
 )

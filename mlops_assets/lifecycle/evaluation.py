@@ -160,6 +160,7 @@ def evaluate_challenger(
     classes = list(challenger_pred.classes)
     y_true = normalise_labels(holdout[target].astype(str).to_numpy(), classes)
 
+    row_ids = holdout["__row_id"].to_numpy() if "__row_id" in holdout.columns else None
     champion_version = _alias(client, settings.model_name, Alias.CHAMPION)
     if champion_version == version:
         champion_version = None
@@ -183,6 +184,8 @@ def evaluate_challenger(
             y_pred=scored.labels,
             probabilities=np.nan_to_num(scored.probabilities, nan=0.0),
             metrics=scored.metrics,
+            classes=classes,
+            row_ids=row_ids,
         )
 
     record = decide_offline(

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from mlops_assets.lifecycle.records import DecisionRecord, DecisionStatus, utcnow
+from mlops_assets.lifecycle.records import DecisionRecord, DecisionStatus
 from mlops_assets.lifecycle.states import STATE_TAG, Actor, Alias, Decision
 from mlops_assets.settings import Settings, load_settings
 
@@ -156,7 +156,9 @@ def evaluate(
     if state not in (None, ModelState.CANDIDATE.value):
         prior = [
             r
-            for r in open_store(settings).decisions(version=str(version), limit=None)
+            for r in open_store(settings).decisions(
+                version=str(version), model_name=settings.model_name, limit=None
+            )
             if r.challenger_version == str(version) and r.status == DecisionStatus.APPLIED
         ]
         if prior:
@@ -195,28 +197,8 @@ def apply_decision(settings: Settings, record: DecisionRecord) -> DecisionRecord
             store.record_decision(record)
             raise StaleDecision(record.error)
         applied = reg.apply(record)
-        _track_shadow_test(settings, store, applied)
     _notify_server(settings)
     return applied
-
-
-def _track_shadow_test(settings: Settings, store: LifecycleStore, rec: DecisionRecord) -> None:
-    version = rec.challenger_version
-    if version is None:
-        return
-    if rec.decision == Decision.START_SHADOW:
-        now = utcnow()
-        store.open_shadow_test(
-            model_name=settings.model_name,
-            version=version,
-            started_at=now,
-            expires_at=now + settings.policy.shadow_mode_duration,
-            decision_id=rec.id,
-        )
-    elif rec.decision in (Decision.PROMOTE, Decision.REJECT):
-        open_versions = {t.version for t in store.open_shadow_tests(settings.model_name)}
-        if version in open_versions:
-            store.close_shadow_test(version, rec.id)
 
 
 def _notify_server(settings: Settings) -> None:
@@ -324,7 +306,7 @@ def status(settings: Settings, *, decisions: int = 10) -> dict[str, Any]:
                 "challenger_version": r.challenger_version,
                 "reasons": r.reasons,
             }
-            for r in store.decisions(limit=decisions)
+            for r in store.decisions(model_name=name, limit=decisions)
         ],
     }
 
@@ -359,7 +341,7 @@ def lineage(settings: Settings, version: str | None = None) -> dict[str, Any]:
                 "status": r.status.value,
                 "dagster_run_id": r.dagster_run_id,
             }
-            for r in store.decisions(version=str(mv.version), limit=None)
+            for r in store.decisions(version=str(mv.version), model_name=name, limit=None)
         ],
     }
 

@@ -52,11 +52,11 @@ def test_bootstrap_then_a_recorded_decision(make_project, sample_csv) -> None:
     assert second["success"], second.get("errors")
     decision = second["assets"]["champion_deployment"]["decision"]
     assert decision in {"KEEP_CHAMPION", "START_SHADOW", "PROMOTE"}
-    records = manager.open_store(settings).decisions(limit=None)
+    records = manager.open_store(settings).decisions(model_name=settings.model_name, limit=None)
     assert [r.decision.value for r in records] == [decision, "BOOTSTRAP"]
     latest = records[0]
     assert latest.reasons and all(isinstance(r, str) and r for r in latest.reasons)
-    assert latest.champion_version == champ.version
+    assert latest.champion_version == str(champ.version)
     assert latest.sample_size and latest.sample_size >= 30
     assert {c.metric for c in latest.comparisons} >= {"accuracy", "f1_score"}
     # Exactly one champion, whatever was decided.
@@ -69,7 +69,9 @@ def test_bootstrap_then_a_recorded_decision(make_project, sample_csv) -> None:
     assert again["success"], again.get("errors")
     assert again["assets"]["challenger_model"]["reused_existing_version"] is True
     assert len(_versions(settings)) == 2
-    assert len(manager.open_store(settings).decisions(limit=None)) == 2
+    assert (
+        len(manager.open_store(settings).decisions(model_name=settings.model_name, limit=None)) == 2
+    )
 
 
 BAD_FILES = {

@@ -14,13 +14,13 @@ from mlops_assets.settings import load_settings
 
 pytestmark = [pytest.mark.integration, pytest.mark.postgres, pytest.mark.slow]
 
-PG_MLFLOW = os.environ.get("MLOPS_TEST_PG_MLFLOW_URL")
+PG_MLFLOW = os.environ.get("MLFLOW_TEST_PG_URL")
 PG_STORE = os.environ.get("MLOPS_TEST_PG_URL")
 
 
 @pytest.mark.skipif(
     not (PG_MLFLOW and PG_STORE),
-    reason="no PostgreSQL: set MLOPS_TEST_PG_URL and MLOPS_TEST_PG_MLFLOW_URL "
+    reason="no PostgreSQL: set MLOPS_TEST_PG_URL and MLFLOW_TEST_PG_URL "
     "(scripts/start_postgres.sh prints them; .ci/run does this)",
 )
 def test_cycle_with_mlflow_and_lifecycle_store_on_postgres(
@@ -47,6 +47,8 @@ def test_cycle_with_mlflow_and_lifecycle_store_on_postgres(
     client = MlflowClient(PG_MLFLOW)
     champ = client.get_model_version_by_alias(settings.model_name, "champion")
     assert champ.tags["lifecycle.state"] == "champion"
-    decisions = manager.open_store(settings).decisions(version=champ.version, limit=None)
+    decisions = manager.open_store(settings).decisions(
+        version=champ.version, model_name=settings.model_name, limit=None
+    )
     assert [d.decision.value for d in decisions] == ["BOOTSTRAP"]
     assert manager.status(settings)["champion"]["version"] == champ.version
