@@ -1,7 +1,5 @@
 """The Dagster code location: assets, checks, jobs, sensors, schedules and resources."""
 
-from __future__ import annotations
-
 import os
 from pathlib import Path
 
@@ -10,10 +8,16 @@ import dagster as dg
 from mlops_assets.assets.data import raw_data, validated_features
 from mlops_assets.assets.deployment import champion_deployment
 from mlops_assets.assets.evaluation import evaluation_report
+from mlops_assets.assets.monitoring import shadow_evaluation
 from mlops_assets.assets.training import challenger_model
-from mlops_assets.jobs import challenger_cycle_job
-from mlops_assets.schedules import build_cycle_schedule, lifecycle_maintenance
-from mlops_assets.sensors import new_raw_file_sensor, run_failure_alert
+from mlops_assets.jobs import (
+    challenger_cycle_job,
+    lifecycle_maintenance,
+    probation_job,
+    shadow_cycle_job,
+)
+from mlops_assets.schedules import build_schedules
+from mlops_assets.sensors import build_sensors, run_failure_alert
 from mlops_assets.settings import default_config_path, load_settings
 from resources import LifecycleResource
 
@@ -39,10 +43,11 @@ def build_definitions(config_path: str | Path | None = None) -> dg.Definitions:
             challenger_model,
             evaluation_report,
             champion_deployment,
+            shadow_evaluation,
         ],
-        jobs=[challenger_cycle_job, lifecycle_maintenance],
-        sensors=[new_raw_file_sensor, run_failure_alert],
-        schedules=[build_cycle_schedule(settings.config.automation.schedule_cron)],
+        jobs=[challenger_cycle_job, shadow_cycle_job, lifecycle_maintenance, probation_job],
+        sensors=[*build_sensors(settings.config.automation.sensor_interval_s), run_failure_alert],
+        schedules=build_schedules(settings.config.automation.schedule_cron),
         resources={"lifecycle": lifecycle},
         # Every step in one process: the multiprocess executor re-imports the code location
         # (and Ludwig, ~8 s) for every step.

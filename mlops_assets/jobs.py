@@ -1,10 +1,10 @@
-"""Jobs: the per-file challenger cycle."""
-
-from __future__ import annotations
+"""Jobs: the per-file challenger cycle, the shadow-test judgement, and maintenance."""
 
 import dagster as dg
 
+from mlops_assets.lifecycle.states import Actor
 from mlops_assets.partitions import raw_files
+from resources import LifecycleResource
 
 CYCLE_ASSETS = [
     "raw_data",
@@ -20,3 +20,73 @@ challenger_cycle_job = dg.define_asset_job(
     partitions_def=raw_files,
     description="Ingest -> validate -> train -> evaluate -> decide for one raw file.",
 )
+
+shadow_cycle_job = dg.define_asset_job(
+    "shadow_cycle",
+    selection=dg.AssetSelection.assets("shadow_evaluation"),
+    description="Judge every expired shadow test and apply the decision.",
+)
+
+
+def _actor(context: dg.OpExecutionContext) -> Actor:
+    if context.run.tags.get("dagster/schedule_name"):
+        return Actor.SCHEDULE
+    if context.run.tags.get("dagster/sensor_name"):
+        return Actor.SENSOR
+    return Actor.CLI
+
+
+@dg.op(description="Finish or repair any half-done registry move (crash recovery).")
+def reconcile_registry(context: dg.OpExecutionContext, lifecycle: LifecycleResource) -> int:
+    """Run the decision engine's reconcile step."""
+    from mlops_assets.lifecycle import manager
+
+    repaired = manager.reconcile(lifecycle.settings())
+    context.log.info(f"reconciled {len(repaired)} pending decision(s)")
+    return len(repaired)
+
+
+@dg.op(description="Load label files from data/labels/ into the lifecycle store.")
+def ingest_labels(context: dg.OpExecutionContext, lifecycle: LifecycleResource, after: int) -> int:
+    """Ingest label files (processed files move to data/labels/processed/)."""
+    from mlops_assets.lifecycle import automation
+
+    result = automation.ingest_label_files(lifecycle.settings())
+    context.log.info(f"labels: {result}")
+    return after
+
+
+@dg.op(description="Roll back a new champion whose live quality fell during probation.")
+def probation_check(
+    context: dg.OpExecutionContext, lifecycle: LifecycleResource, after: int
+) -> int:
+    """Apply ROLLBACK when the probation rules say so."""
+    from mlops_assets.lifecycle import automation
+
+    record = automation.run_probation(
+        lifecycle.settings(), actor=_actor(context), dagster_run_id=context.run_id
+    )
+    if record is not None:
+        context.log.warning(f"ROLLBACK: {' '.join(record.reasons)}")
+    return after
+
+
+@dg.op(description="Prune old prediction-log rows and archive old rejected runs.")
+def retention(context: dg.OpExecutionContext, lifecycle: LifecycleResource, after: int) -> None:
+    """Apply `automation.retention` (never to champions or archived champions)."""
+    from mlops_assets.lifecycle import automation
+
+    report = automation.run_retention(lifecycle.settings())
+    context.log.info(f"retention: {report}")
+
+
+@dg.job(description="Reconcile, ingest labels, probation check and retention.")
+def lifecycle_maintenance() -> None:
+    """Periodic maintenance; shadow expiry runs as its own asset job."""
+    retention(probation_check(ingest_labels(reconcile_registry())))
+
+
+@dg.job(description="Probation check alone (started by the probation sensor).")
+def probation_job() -> None:
+    """Check the new champion's live quality and roll back when it degraded."""
+    probation_check(ingest_labels(reconcile_registry()))

@@ -1,31 +1,39 @@
-"""The lifecycle schedule: every 6 hours (cron in config) the cycle sweeps for work."""
+"""The lifecycle schedule: every 6 hours (automation.schedule_cron) the cycle runs."""
 
 import dagster as dg
 
-from mlops_assets.lifecycle import manager
+from mlops_assets.jobs import challenger_cycle_job, lifecycle_maintenance
+from mlops_assets.partitions import raw_files
+from mlops_assets.sensors import raw_file_requests, scan_raw_files
 from resources import LifecycleResource
 
 
-@dg.op(description="Finish or repair any half-done registry move (crash recovery).")
-def reconcile_registry(context: dg.OpExecutionContext, lifecycle: LifecycleResource) -> int:
-    """Run the decision engine's reconcile step."""
-    repaired = manager.reconcile(lifecycle.settings())
-    context.log.info(f"reconciled {len(repaired)} pending decision(s)")
-    return len(repaired)
+def build_schedules(cron: str) -> list[dg.ScheduleDefinition]:
+    """The cycle (new data) and maintenance (reconcile, labels, probation, retention)."""
 
-
-@dg.job(description="Periodic maintenance of the lifecycle: reconcile the registry.")
-def lifecycle_maintenance() -> None:
-    """Reconcile first; shadow expiry and retention join this job as they land."""
-    reconcile_registry()
-
-
-def build_cycle_schedule(cron: str) -> dg.ScheduleDefinition:
-    """The cycle schedule on the configured cron (default every 6 hours)."""
-    return dg.ScheduleDefinition(
+    @dg.schedule(
         name="lifecycle_cycle_schedule",
+        job=challenger_cycle_job,
+        cron_schedule=cron,
+        default_status=dg.DefaultScheduleStatus.RUNNING,
+        description="Processes any raw file that has no partition yet (a safety net for the "
+        "new-file sensor). Config: automation.schedule_cron.",
+    )
+    def cycle_schedule(
+        context: dg.ScheduleEvaluationContext, lifecycle: LifecycleResource
+    ) -> list[dg.RunRequest]:
+        files, _ = scan_raw_files(lifecycle, None)
+        known = set(context.instance.get_dynamic_partitions(raw_files.name))
+        requests, new = raw_file_requests(files, known)
+        if new:
+            context.instance.add_dynamic_partitions(raw_files.name, new)
+        return requests
+
+    maintenance = dg.ScheduleDefinition(
+        name="lifecycle_maintenance_schedule",
         job=lifecycle_maintenance,
         cron_schedule=cron,
         default_status=dg.DefaultScheduleStatus.RUNNING,
-        description="Runs the lifecycle maintenance cycle (config: automation.schedule_cron).",
+        description="Reconcile, ingest labels, probation check and retention.",
     )
+    return [cycle_schedule, maintenance]

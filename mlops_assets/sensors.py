@@ -1,4 +1,4 @@
-"""Sensors: new raw files start a challenger cycle; failed runs raise an alert."""
+"""Sensors: new raw files, shadow expiry, probation, and alerts on failed runs."""
 
 import json
 import logging
@@ -6,7 +6,7 @@ import logging
 import dagster as dg
 
 from mlops_assets import alerts
-from mlops_assets.jobs import challenger_cycle_job
+from mlops_assets.jobs import challenger_cycle_job, probation_job, shadow_cycle_job
 from mlops_assets.partitions import raw_files
 from resources import LifecycleResource
 
@@ -31,19 +31,16 @@ def scan_raw_files(lifecycle: LifecycleResource, cursor: str | None) -> tuple[li
     return files, current
 
 
-@dg.sensor(
-    job=challenger_cycle_job,
-    minimum_interval_seconds=30,
-    default_status=dg.DefaultSensorStatus.RUNNING,
-    description="Starts a challenger cycle for every new or changed CSV in data/raw/; "
-    "an identical file (same name and sha256) never runs twice.",
-)
-def new_raw_file_sensor(
-    context: dg.SensorEvaluationContext, lifecycle: LifecycleResource
-) -> dg.SensorResult:
-    """One run per (file, sha256); new files are added as dynamic partitions first."""
-    files, cursor = scan_raw_files(lifecycle, context.cursor)
-    known = set(context.instance.get_dynamic_partitions(raw_files.name))
+def raw_file_requests(
+    files: list[tuple[str, str]], known: set[str], seen: dict[str, list] | None = None
+) -> tuple[list[dg.RunRequest], list[str]]:
+    """Run requests for new files and changed files, and the partitions to add first.
+
+    A file whose partition already exists but that this sensor has never seen was staged by
+    someone else (the CLI, the UI) who runs it; it is not run twice. A file whose sha256
+    changed since the last look runs again (run key `file:sha256`).
+    """
+    seen = seen or {}
     new = sorted({name for name, _ in files} - known)
     requests = [
         dg.RunRequest(
@@ -52,12 +49,82 @@ def new_raw_file_sensor(
             tags={"mlops/data_sha256": sha, "mlops/trigger": "new_raw_file"},
         )
         for name, sha in files
+        if name in new or (name in seen and seen[name][2] != sha)
     ]
-    return dg.SensorResult(
-        run_requests=requests,
-        dynamic_partitions_requests=[raw_files.build_add_request(new)] if new else [],
-        cursor=json.dumps(cursor, sort_keys=True),
+    return requests, new
+
+
+def build_sensors(interval: int) -> list[dg.SensorDefinition]:
+    """The polling sensors, every `interval` seconds (config: automation.sensor_interval_s)."""
+
+    @dg.sensor(
+        job=challenger_cycle_job,
+        minimum_interval_seconds=interval,
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        description="Starts a challenger cycle for every new or changed CSV in data/raw/; "
+        "an identical file (same name and sha256) never runs twice.",
     )
+    def new_raw_file_sensor(
+        context: dg.SensorEvaluationContext, lifecycle: LifecycleResource
+    ) -> dg.SensorResult:
+        """One run per (file, sha256); new files are added as dynamic partitions first."""
+        seen = json.loads(context.cursor) if context.cursor else {}
+        files, cursor = scan_raw_files(lifecycle, context.cursor)
+        known = set(context.instance.get_dynamic_partitions(raw_files.name))
+        requests, new = raw_file_requests(files, known, seen)
+        return dg.SensorResult(
+            run_requests=requests,
+            dynamic_partitions_requests=[raw_files.build_add_request(new)] if new else [],
+            cursor=json.dumps(cursor, sort_keys=True),
+        )
+
+    @dg.sensor(
+        job=shadow_cycle_job,
+        minimum_interval_seconds=interval,
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        description="When a shadow test's expiry passes, materialises shadow_evaluation to "
+        "decide PROMOTE, EXTEND_SHADOW or REJECT.",
+    )
+    def shadow_expiry_sensor(
+        context: dg.SensorEvaluationContext, lifecycle: LifecycleResource
+    ) -> dg.SensorResult | dg.SkipReason:
+        """One run per (version, expiry): an extension makes a new expiry and so a new run."""
+        from mlops_assets.lifecycle import automation
+
+        expired = automation.expired_shadows(lifecycle.settings())
+        if not expired:
+            return dg.SkipReason("no expired shadow test")
+        key = ",".join(f"{t.version}@{t.expires_at.isoformat()}" for t in expired)
+        return dg.SensorResult(
+            run_requests=[dg.RunRequest(run_key=f"shadow:{key}", tags={"mlops/trigger": "expiry"})]
+        )
+
+    @dg.sensor(
+        job=probation_job,
+        minimum_interval_seconds=interval,
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        description="During a new champion's probation, rolls back when its labelled live "
+        "quality or error rate degrades past the policy.",
+    )
+    def probation_sensor(
+        context: dg.SensorEvaluationContext, lifecycle: LifecycleResource
+    ) -> dg.SensorResult | dg.SkipReason:
+        """Start a probation run only when the check says roll back."""
+        from mlops_assets.lifecycle import automation
+
+        result = automation.check_probation_now(lifecycle.settings())
+        if not result.rollback:
+            return dg.SkipReason("; ".join(result.reasons) or "no champion on probation")
+        return dg.SensorResult(
+            run_requests=[
+                dg.RunRequest(
+                    run_key=f"probation:{result.champion_version}",
+                    tags={"mlops/trigger": "probation"},
+                )
+            ]
+        )
+
+    return [new_raw_file_sensor, shadow_expiry_sensor, probation_sensor]
 
 
 @dg.run_failure_sensor(
@@ -75,7 +142,8 @@ def run_failure_alert(context: dg.RunFailureSensorContext, lifecycle: LifecycleR
     alerts.raise_alert(
         lifecycle.settings(),
         kind="run_failure",
-        message=f"Dagster run {context.dagster_run.run_id} ({context.dagster_run.job_name}) failed",
+        message=f"Dagster run {context.dagster_run.run_id} ({context.dagster_run.job_name}) "
+        f"failed in step(s) {', '.join(s['step'] for s in failed_steps) or 'unknown'}",
         details={
             "run_id": context.dagster_run.run_id,
             "job": context.dagster_run.job_name,

@@ -452,14 +452,58 @@ def default_config_path() -> Path:
     return Path(os.environ.get("MLOPS_CONFIG", DEFAULT_CONFIG))
 
 
+ENV_PREFIX = "MLOPS__"
+
+
+def apply_env_overrides(raw: dict[str, Any], environ: dict[str, str] | None = None) -> list[str]:
+    """Apply `MLOPS__SECTION__KEY=value` variables to the raw config; return the keys set.
+
+    Values are parsed as YAML (`30s`, `0.1`, `[accuracy, f1_score]`, `true`), so any key can be
+    overridden for one run without editing the file, e.g.
+    `MLOPS__CHAMPION_CHALLENGER__SHADOW_MODE_DURATION=90s`.
+    """
+    env = os.environ if environ is None else environ
+    applied = []
+    for name, value in sorted(env.items()):
+        if not name.startswith(ENV_PREFIX):
+            continue
+        keys = [k.lower() for k in name[len(ENV_PREFIX) :].split("__") if k]
+        if not keys:
+            continue
+        node = raw
+        for key in keys[:-1]:
+            child = node.get(key)
+            if not isinstance(child, dict):
+                child = {}
+                node[key] = child
+            node = child
+        try:
+            node[keys[-1]] = yaml.safe_load(value)
+        except yaml.YAMLError:
+            node[keys[-1]] = value
+        applied.append(".".join(keys))
+    return applied
+
+
 def load_settings(config_path: Path | str | None = None) -> Settings:
-    """Load and validate both config files; raise ConfigError naming file and key."""
+    """Load and validate both config files; raise ConfigError naming file and key.
+
+    `MLOPS__SECTION__KEY` environment variables override single keys (see apply_env_overrides).
+    """
     path = Path(config_path) if config_path else default_config_path()
     raw = _read_yaml(path)
+    overridden = apply_env_overrides(raw)
     try:
         config = AppConfig.model_validate(raw)
     except ValidationError as err:
-        raise _format_errors(path, err) from None
+        error = _format_errors(path, err)
+        if error.key in overridden:
+            error = ConfigError(
+                path,
+                error.key,
+                f"{error.message} (from {ENV_PREFIX}{error.key.replace('.', '__').upper()})",
+            )
+        raise error from None
     settings_dir = project_dir_for(path)
     lpath = config.ludwig.config_path
     lpath = lpath if lpath.is_absolute() else settings_dir / lpath

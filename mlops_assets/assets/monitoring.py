@@ -1,0 +1,55 @@
+"""Shadow tests: when one expires, judge the shadow on labelled live traffic and decide."""
+
+import dagster as dg
+
+from mlops_assets.lifecycle.states import Actor
+from resources import LifecycleResource
+
+
+def _actor(context: dg.AssetExecutionContext) -> Actor:
+    tags = context.run.tags
+    if tags.get("dagster/schedule_name"):
+        return Actor.SCHEDULE
+    if tags.get("dagster/sensor_name"):
+        return Actor.SENSOR
+    return Actor(tags.get("mlops/actor", Actor.CLI.value))
+
+
+@dg.asset(
+    group_name="evaluation",
+    deps=["champion_deployment"],
+    kinds={"mlflow"},
+    description="Every expired shadow test judged on the labelled mirrored requests (champion "
+    "and shadow on the same requests, paired tests, error rates, latency) and decided: "
+    "PROMOTE, EXTEND_SHADOW or REJECT.",
+)
+def shadow_evaluation(
+    context: dg.AssetExecutionContext, lifecycle: LifecycleResource
+) -> dg.MaterializeResult:
+    """Ingest label files, then evaluate and decide every expired shadow test."""
+    from mlops_assets.lifecycle import automation
+
+    settings = lifecycle.settings()
+    ingest = automation.ingest_label_files(settings)
+    records = automation.run_shadow_expiry(
+        settings, actor=_actor(context), dagster_run_id=context.run_id
+    )
+    lines = ["| version | decision | status | reasons |", "|---|---|---|---|"]
+    for rec in records:
+        lines.append(
+            f"| v{rec.challenger_version} | {rec.decision.value} | {rec.status.value} | "
+            + " ".join(rec.reasons).replace("|", "/")
+            + " |"
+        )
+        context.log.info(f"shadow v{rec.challenger_version}: {rec.decision}")
+    return dg.MaterializeResult(
+        metadata={
+            "expired_shadow_tests": len(records),
+            "decisions": dg.MetadataValue.md("\n".join(lines) if records else "none expired"),
+            "label_files_ingested": ingest.model_dump().get("files", 0)
+            if hasattr(ingest, "model_dump")
+            else 0,
+            "model_version": ", ".join(str(r.challenger_version) for r in records) or "none",
+            "decision": ", ".join(r.decision.value for r in records) or "none",
+        }
+    )
