@@ -52,7 +52,10 @@ def ingest_labels(context: dg.OpExecutionContext, lifecycle: LifecycleResource, 
     from mlops_assets.lifecycle import automation
 
     result = automation.ingest_label_files(lifecycle.settings())
-    context.log.info(f"labels: {result}")
+    context.log.info(
+        f"labels: {len(result.files)} file(s), {result.accepted} accepted, "
+        f"{len(result.quarantined)} quarantined"
+    )
     return after
 
 

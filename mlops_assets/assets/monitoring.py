@@ -46,9 +46,9 @@ def shadow_evaluation(
         metadata={
             "expired_shadow_tests": len(records),
             "decisions": dg.MetadataValue.md("\n".join(lines) if records else "none expired"),
-            "label_files_ingested": ingest.model_dump().get("files", 0)
-            if hasattr(ingest, "model_dump")
-            else 0,
+            "label_files": len(ingest.files),
+            "labels_accepted": ingest.accepted,
+            "label_files_quarantined": len(ingest.quarantined),
             "model_version": ", ".join(str(r.challenger_version) for r in records) or "none",
             "decision": ", ".join(r.decision.value for r in records) or "none",
         }

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -176,8 +176,17 @@ def evaluate(
     )
 
 
-def apply_decision(settings: Settings, record: DecisionRecord) -> DecisionRecord:
-    """Apply a decision under the transition lock, after reconcile; refuse stale decisions."""
+def apply_decision(
+    settings: Settings,
+    record: DecisionRecord,
+    *,
+    precondition: Callable[[], str | None] | None = None,
+) -> DecisionRecord:
+    """Apply a decision under the transition lock, after reconcile; refuse stale decisions.
+
+    `precondition` runs under the same lock after reconcile; a non-None answer is the reason
+    the decision is stale (it is then recorded as failed and StaleDecision raised).
+    """
     if record.status == DecisionStatus.APPLIED:
         return record  # already applied (a re-run of the same step)
     store = open_store(settings)
@@ -187,12 +196,17 @@ def apply_decision(settings: Settings, record: DecisionRecord) -> DecisionRecord
         reg.reconcile()
         current = alias_version(client, settings.model_name, Alias.CHAMPION)
         moves_champion = record.decision in (Decision.BOOTSTRAP, Decision.PROMOTE)
+        why = None
         if moves_champion and current != record.champion_version:
-            record.status = DecisionStatus.FAILED
-            record.error = (
-                f"stale: the champion is v{current}, but this decision was taken against "
+            why = (
+                f"the champion is v{current}, but this decision was taken against "
                 f"v{record.champion_version}; evaluate the challenger again"
             )
+        elif precondition is not None:
+            why = precondition()
+        if why:
+            record.status = DecisionStatus.FAILED
+            record.error = f"stale: {why}"
             record.reasons.append(record.error)
             store.record_decision(record)
             raise StaleDecision(record.error)
