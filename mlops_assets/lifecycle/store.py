@@ -98,6 +98,21 @@ class UTCDateTime(sa.types.TypeDecorator):
         return None if value is None else as_utc(value)
 
 
+class VersionText(sa.types.TypeDecorator):
+    """A model version column: MLflow hands out ints, we store and compare text.
+
+    Binding through this type means `column == 1` works on PostgreSQL too (which has no
+    varchar = integer operator), not just on SQLite.
+    """
+
+    impl = sa.String(64)
+    cache_ok = True
+
+    def process_bind_param(self, value: object, dialect: Dialect) -> str | None:
+        """Store any version (int or str) as text."""
+        return None if value is None else str(value)
+
+
 # --- public records -------------------------------------------------------------------------
 
 
@@ -193,8 +208,8 @@ decisions_table = sa.Table(
     sa.Column("model_name", sa.String(255), nullable=False, index=True),
     sa.Column("decision", sa.String(32), nullable=False, index=True),
     sa.Column("actor", sa.String(32), nullable=False),
-    sa.Column("champion_version", sa.String(64), index=True),
-    sa.Column("challenger_version", sa.String(64), index=True),
+    sa.Column("champion_version", VersionText(), index=True),
+    sa.Column("challenger_version", VersionText(), index=True),
     sa.Column("status", sa.String(16), nullable=False, index=True),
     sa.Column("error", sa.Text),
     sa.Column("record", sa.Text, nullable=False),
@@ -207,8 +222,8 @@ alias_history_table = sa.Table(
     sa.Column("seq", _Seq, primary_key=True, autoincrement=True),
     sa.Column("model_name", sa.String(255), nullable=False),
     sa.Column("alias", sa.String(64), nullable=False),
-    sa.Column("from_version", sa.String(64)),
-    sa.Column("to_version", sa.String(64)),
+    sa.Column("from_version", VersionText()),
+    sa.Column("to_version", VersionText()),
     sa.Column("actor", sa.String(32), nullable=False),
     sa.Column("decision_id", sa.String(64), index=True),
     sa.Column("time", UTCDateTime, nullable=False),
@@ -225,7 +240,7 @@ prediction_log_table = sa.Table(
     sa.Column("time", UTCDateTime, nullable=False, index=True),
     sa.Column("role", sa.String(16), nullable=False),
     sa.Column("model_name", sa.String(255), nullable=False),
-    sa.Column("model_version", sa.String(64), nullable=False),
+    sa.Column("model_version", VersionText(), nullable=False),
     sa.Column("inputs", sa.Text, nullable=False),
     sa.Column("prediction", sa.Text),
     sa.Column("probabilities", sa.Text),
@@ -260,7 +275,7 @@ shadow_tests_table = sa.Table(
     metadata,
     sa.Column("seq", _Seq, primary_key=True, autoincrement=True),
     sa.Column("model_name", sa.String(255), nullable=False),
-    sa.Column("version", sa.String(64), nullable=False),
+    sa.Column("version", VersionText(), nullable=False),
     sa.Column("started_at", UTCDateTime, nullable=False),
     sa.Column("expires_at", UTCDateTime, nullable=False),
     sa.Column("extensions", sa.Integer, nullable=False, default=0),

@@ -282,3 +282,13 @@ def test_registry_moves_with_a_postgres_store(store: LifecycleStore, tmp_path: P
         ("previous-champion", v1),
         ("champion", v2),
     ]
+
+
+def test_versions_given_as_ints_are_compared_as_text(store: LifecycleStore):
+    # MLflow's ModelVersion.version is an int; PostgreSQL has no varchar = integer operator.
+    store.record_decision(decision(champion_version="1", challenger_version="2"))
+    assert len(store.decisions(version=2)) == 1
+    assert len(store.decisions(version=1)) == 1
+    assert store.decisions(version=3) == []
+    store.log_predictions([pred("r1", version="2")])
+    assert len(store.predictions(model_version=2)) == 1
