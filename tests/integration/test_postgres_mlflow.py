@@ -51,4 +51,4 @@ def test_cycle_with_mlflow_and_lifecycle_store_on_postgres(
         version=champ.version, model_name=settings.model_name, limit=None
     )
     assert [d.decision.value for d in decisions] == ["BOOTSTRAP"]
-    assert manager.status(settings)["champion"]["version"] == champ.version
+    assert manager.status(settings)["champion"]["version"] == str(champ.version)
