@@ -11,6 +11,7 @@ import json
 import logging
 import os
 import sys
+import time
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -247,8 +248,16 @@ def train_challenger(ctx: Ctx, data_path: str, auto_evaluate: bool, as_json: boo
 @click.option("--dry-run", is_flag=True, help="Print what would happen and change nothing.")
 @pass_ctx
 def cycle(ctx: Ctx, data_path: str | None, dry_run: bool) -> None:
-    """Run one lifecycle cycle: reconcile, then train and judge a challenger per new file."""
-    from mlops_assets.lifecycle import manager
+    """Run one lifecycle cycle by hand, as the schedule does.
+
+    In order: reconcile half-done registry moves; ingest label files; judge expired shadow
+    tests (PROMOTE, EXTEND_SHADOW or REJECT); train and judge a challenger for every new file
+    in data/raw/ (identical data is never retrained); check the champion's probation.
+    """
+    from mlops_assets.lifecycle import automation, manager
+    from mlops_assets.lifecycle.states import Actor
+    from mlops_assets.lifecycle.training import find_existing_version
+    from mlops_assets.pipeline import materialize
     from mlops_assets.validation import file_sha256, list_raw_files
 
     settings = ctx.settings
@@ -258,37 +267,54 @@ def cycle(ctx: Ctx, data_path: str | None, dry_run: bool) -> None:
     client = manager.mlflow_client(settings)
     todo = []
     for path in files:
-        from mlops_assets.lifecycle.training import find_existing_version
-
-        sha = file_sha256(path)
         done = find_existing_version(
             client,
             settings.model_name,
-            sha,
+            file_sha256(path),
             settings.ludwig_config_hash(),
             settings.config.ludwig.random_seed,
         )
         if done is None or data_path:
             todo.append(path)
+    expired = automation.expired_shadows(settings)
+    labels = [p for p in sorted(settings.labels_dir.glob("*.csv")) if not p.name.startswith(".")]
     if dry_run:
         click.echo(f"would reconcile {len(pending)} pending decision(s)")
         for rec in pending:
             click.echo(f"  {rec.id} {rec.decision} v{rec.challenger_version}")
+        click.echo(f"would ingest {len(labels)} label file(s)")
+        for test in expired:
+            click.echo(f"would judge the expired shadow test of v{test.version}")
         if not todo:
             click.echo("no new data: nothing to train")
         for path in todo:
             click.echo(f"would train and judge a challenger on {path}")
+        probation = automation.check_probation_now(settings)
+        click.echo(
+            "would roll back: " + "; ".join(probation.reasons)
+            if probation.rollback
+            else "probation: no rollback needed"
+        )
         click.echo("(dry run: nothing was changed)")
         return
     repaired = _guard(lambda: manager.reconcile(settings))
     click.echo(f"reconciled {len(repaired)} pending decision(s)")
+    failed = False
+    if expired or labels:
+        report = _guard(lambda: materialize(settings, ["shadow_evaluation"]))
+        shadow = report["assets"].get("shadow_evaluation", {})
+        click.echo(f"shadow tests judged: {shadow.get('decision', 'none')}")
+        click.echo(str(shadow.get("decisions", "")))
+        failed |= not report["success"]
     if not todo:
         click.echo("no new data: nothing to train")
-    failed = False
     for path in todo:
         report = _guard(lambda p=path: run_cycle_for_file(settings, p, evaluate=True))
         _print_cycle_report(report)
         failed |= not report["success"]
+    rollback_record = _guard(lambda: automation.run_probation(settings, actor=Actor.CLI))
+    if rollback_record is not None:
+        click.echo("ROLLBACK: " + " ".join(rollback_record.reasons))
     sys.exit(EXIT_FAILED if failed else 0)
 
 
@@ -491,40 +517,164 @@ def check(ctx: Ctx, repair: bool) -> None:
     help="Rows per generated file.",
 )
 @click.option("--seed", type=int, default=42, show_default=True, help="Data seed.")
+@click.option(
+    "--shadow-duration",
+    default="40s",
+    show_default=True,
+    help="Length of the demo's shadow test (overrides shadow_mode_duration for this run).",
+)
+@click.option(
+    "--requests",
+    "n_requests",
+    type=click.IntRange(min=10),
+    default=400,
+    show_default=True,
+    help="Live requests the built-in traffic generator sends while the shadow test runs.",
+)
+@click.option(
+    "--no-serve", is_flag=True, help="Skip serving, traffic and the shadow test (offline only)."
+)
+@click.option("--keep-serving", is_flag=True, help="Leave the server running at the end.")
 @pass_ctx
-def demo(ctx: Ctx, samples: int, seed: int) -> None:
-    """The lifecycle end to end on sample data: bootstrap a champion, then judge a challenger.
+def demo(
+    ctx: Ctx,
+    samples: int,
+    seed: int,
+    shadow_duration: str,
+    n_requests: int,
+    no_serve: bool,
+    keep_serving: bool,
+) -> None:
+    """The whole lifecycle on sample data, unattended, in a few minutes.
 
-    Generates baseline and drift data into data/raw/, trains a champion on the baseline
-    (BOOTSTRAP), trains a challenger on the drift data and judges it against the champion on
-    the same holdout rows, then prints the status and how to open the MLflow and Dagster UIs.
-    Safe to run again: identical data is not retrained.
+    \b
+    1. baseline data -> a champion (BOOTSTRAP)
+    2. drifted data -> a challenger, judged against the champion on the same holdout
+    3. a shadow test: the Ray Serve app serves the champion and mirrors live traffic
+       from the built-in traffic generator to the challenger
+    4. labels for that traffic arrive (a label file and POST /feedback)
+    5. the shadow test expires and is judged on the labelled requests: PROMOTE (the server
+       hot-swaps) or a reasoned REJECT / EXTEND_SHADOW
+    6. the status with the decision history
+
+    Safe to run again: identical data is not retrained and decisions are not re-applied.
     """
-    from mlops_assets.datagen import write_dataset
-    from mlops_assets.lifecycle import manager
+    from mlops_assets.settings import parse_duration
 
+    try:
+        parse_duration(shadow_duration)
+    except ValueError as err:
+        raise click.BadParameter(str(err), param_hint="--shadow-duration") from None
+    # Through the environment, so the Dagster runs and the server see the same policy.
+    os.environ["MLOPS__CHAMPION_CHALLENGER__SHADOW_MODE_DURATION"] = shadow_duration
     settings = ctx.settings
-    click.echo(f"[1/4] generating sample data ({samples} rows each) in {settings.raw_dir}")
+    _guard(lambda: _run_demo(settings, samples, seed, n_requests, no_serve, keep_serving))
+
+
+def _run_demo(
+    settings: Settings,
+    samples: int,
+    seed: int,
+    n_requests: int,
+    no_serve: bool,
+    keep_serving: bool,
+) -> None:
+    from mlops_assets.datagen import generate_frame, write_dataset
+    from mlops_assets.lifecycle import manager
+    from mlops_assets.lifecycle.records import utcnow
+    from mlops_assets.pipeline import materialize
+
+    steps = 4 if no_serve else 7
+    click.echo(f"[1/{steps}] generating sample data ({samples} rows each) in {settings.raw_dir}")
     baseline = write_dataset(settings.raw_dir, samples, seed=seed, drift=False)
     drift = write_dataset(settings.raw_dir, samples, seed=seed + 1, drift=True)
-    click.echo(f"[2/4] champion from {baseline.name}")
-    report = _guard(lambda: run_cycle_for_file(settings, baseline, evaluate=True))
+    click.echo(f"\n[2/{steps}] champion from {baseline.name}")
+    report = run_cycle_for_file(settings, baseline, evaluate=True)
     _print_cycle_report(report)
     if not report["success"]:
         sys.exit(EXIT_FAILED)
-    click.echo(f"\n[3/4] challenger from {drift.name}, judged against the champion")
-    report = _guard(lambda: run_cycle_for_file(settings, drift, evaluate=True))
+    click.echo(f"\n[3/{steps}] challenger from {drift.name}, judged against the champion")
+    report = run_cycle_for_file(settings, drift, evaluate=True)
     _print_cycle_report(report)
     if not report["success"]:
         sys.exit(EXIT_FAILED)
-    click.echo("\n[4/4] status\n")
+    store = manager.open_store(settings)
+    tests = store.open_shadow_tests(settings.model_name)
+    if no_serve or not tests:
+        if not no_serve:
+            click.echo("\nno shadow test was started (see the decision above): skipping serving")
+        _demo_end(settings, steps)
+        return
+
+    from mlops_assets import traffic
+    from serving import runner
+
+    test = tests[0]
+    url = f"http://{settings.config.serving.host}:{settings.config.serving.port}"
+    click.echo(f"\n[4/{steps}] serving champion + shadow v{test.version} at {url}")
+    info = runner.start_detached(settings)
+    click.echo(f"  {info}")
+    try:
+        live = generate_frame(max(n_requests, 200), seed=seed + 2, drift=True)
+        target = settings.config.data.target_column
+        click.echo(f"  sending {n_requests} live requests (mirrored to the shadow)")
+        sent = traffic.send_traffic(url, live, target, requests=n_requests, seed=seed)
+        click.echo(
+            f"  {sent.ok}/{sent.sent} answered 200, p50 {sent.p50_ms:.1f} ms, "
+            f"p99 {sent.p99_ms:.1f} ms, served by {sent.versions}"
+        )
+        click.echo(f"\n[5/{steps}] labels arrive for {len(sent.labelled)} requests")
+        half = len(sent.labelled) // 2
+        path = traffic.write_label_file(
+            settings.labels_dir, sent.labelled[:half], f"demo-labels-{int(time.time())}.csv"
+        )
+        click.echo(f"  {half} in {path}")
+        accepted = traffic.post_feedback(url, sent.labelled[half:])
+        click.echo(f"  {accepted} through POST /feedback")
+        wait = (test.expires_at - utcnow()).total_seconds()
+        if wait > 0:
+            click.echo(f"\n[6/{steps}] waiting {wait:.0f} s for the shadow test to expire")
+            time.sleep(wait + 1)
+        else:
+            click.echo(f"\n[6/{steps}] the shadow test has expired")
+        time.sleep(settings.config.serving.prediction_log_flush_s * 2)
+        report = materialize(settings, ["shadow_evaluation"], tags={"mlops/actor": "cli"})
+        shadow = report["assets"].get("shadow_evaluation", {})
+        click.echo(f"  decision: {shadow.get('decision', 'none')}")
+        click.echo(str(shadow.get("decisions", "")))
+        if not report["success"]:
+            click.echo("\n".join(report.get("errors", [])), err=True)
+        info_now = _served_versions(url)
+        click.echo(f"  the server now answers with: {info_now}")
+    finally:
+        if not keep_serving:
+            runner.stop(settings)
+            click.echo("  server stopped (`mlops serve` starts it again)")
+    _demo_end(settings, steps)
+
+
+def _served_versions(url: str) -> str:
+    import httpx
+
+    try:
+        info = httpx.get(f"{url}/model/info", timeout=10).json()
+    except (httpx.HTTPError, ValueError):
+        return "unknown"
+    champion = (info.get("champion") or {}).get("version")
+    shadows = [s.get("version") for s in info.get("shadows") or []]
+    return f"champion v{champion}, shadows {shadows or 'none'}"
+
+
+def _demo_end(settings: Settings, steps: int) -> None:
+    from mlops_assets.lifecycle import manager
+
+    click.echo(f"\n[{steps}/{steps}] status\n")
     click.echo(_status_table(manager.status(settings)))
-    home = settings.home
     click.echo(
         "\nNext:\n"
         f"  MLflow UI:   .venv/bin/mlflow ui --backend-store-uri {settings.tracking_uri} "
         "--port 5000\n"
-        f"  Dagster UI:  DAGSTER_HOME={home / 'dagster'} .venv/bin/dagster dev "
+        f"  Dagster UI:  DAGSTER_HOME={settings.home / 'dagster'} .venv/bin/dagster dev "
         "-w workspace.yaml -p 3000\n"
         "  Lineage:     .venv/bin/mlops lineage\n"
         "  Serve:       .venv/bin/mlops serve"

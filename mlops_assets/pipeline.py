@@ -54,9 +54,6 @@ def run_cycle_for_file(
     settings: Settings, data_path: Path, *, evaluate: bool, tags: dict[str, str] | None = None
 ) -> dict[str, Any]:
     """Materialise the asset graph for one raw file; return what each asset reported."""
-    import dagster as dg
-
-    from mlops_assets.definitions import build_definitions
     from mlops_assets.jobs import CYCLE_ASSETS
     from mlops_assets.partitions import raw_files
 
@@ -64,21 +61,38 @@ def run_cycle_for_file(
     instance = dagster_instance(settings)
     if not instance.has_dynamic_partition(raw_files.name, path.name):
         instance.add_dynamic_partitions(raw_files.name, [path.name])
-    defs = build_definitions(settings.config_path)
     selection = CYCLE_ASSETS if evaluate else CYCLE_ASSETS[:3]
     log.info("running %s for %s", " -> ".join(selection), path.name)
+    report = materialize(settings, selection, partition_key=path.name, tags=tags)
+    report["file"] = path.name
+    return report
+
+
+def materialize(
+    settings: Settings,
+    selection: list[str],
+    *,
+    partition_key: str | None = None,
+    tags: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    """Materialise `selection` in process on the persistent instance; summarise the run."""
+    import dagster as dg
+
+    from mlops_assets.definitions import build_definitions
+
+    instance = dagster_instance(settings)
+    defs = build_definitions(settings.config_path)
     started = time.monotonic()
     result = dg.materialize(
         assets=list(defs.assets or []),
         selection=selection,
-        partition_key=path.name,
+        partition_key=partition_key,
         instance=instance,
         resources=defs.resources,
         tags={"mlops/trigger": "cli", **(tags or {})},
         raise_on_error=False,
     )
     report: dict[str, Any] = {
-        "file": path.name,
         "run_id": result.run_id,
         "success": result.success,
         "seconds": round(time.monotonic() - started, 1),
@@ -93,10 +107,9 @@ def run_cycle_for_file(
     for event in result.get_asset_check_evaluations():
         report["checks"][event.check_name] = {"passed": event.passed}
     if not result.success:
-        failures = [
+        report["errors"] = [
             ev.event_specific_data.error.message.strip()
             for ev in result.all_events
             if ev.is_step_failure and ev.event_specific_data and ev.event_specific_data.error
         ]
-        report["errors"] = failures
     return report

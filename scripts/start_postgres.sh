@@ -124,8 +124,9 @@ for db in $PG_DATABASES; do
   case "$db" in
     mlops_test) echo "export MLOPS_TEST_PG_URL=postgresql+psycopg2://$base/$db" ;;
     mlflow_test) echo "export MLFLOW_TEST_PG_URL=postgresql+psycopg2://$base/$db" ;;
-    # dagster-postgres takes a plain libpq URL.
-    dagster_test) echo "export DAGSTER_TEST_PG_URL=postgresql://$base/$db" ;;
+    # dagster-postgres needs psycopg2 named: SQLAlchemy 2.1 maps plain postgresql:// to
+    # psycopg 3, whose server-side parameters break dagster-postgres' NOTIFY.
+    dagster_test) echo "export DAGSTER_TEST_PG_URL=postgresql+psycopg2://$base/$db" ;;
     *) echo "export PG_URL_$(echo "$db" | tr '[:lower:]' '[:upper:]')=postgresql+psycopg2://$base/$db" ;;
   esac
 done

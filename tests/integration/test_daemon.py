@@ -44,7 +44,7 @@ def pg_database():
 
     base, _, _ = PG.rpartition("/")
     name = f"dagster_{uuid.uuid4().hex[:10]}"
-    admin = psycopg2.connect(f"{base}/postgres")
+    admin = psycopg2.connect(f"{base}/postgres".replace("postgresql+psycopg2://", "postgresql://"))
     admin.autocommit = True
     admin.cursor().execute(f'CREATE DATABASE "{name}"')
     try:
