@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import re
 from datetime import timedelta
@@ -27,6 +28,7 @@ from pydantic import (
     Field,
     PlainSerializer,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -54,14 +56,19 @@ def parse_duration(value: Any) -> timedelta:
     if isinstance(value, bool):
         raise ValueError("a duration must be like 14d, 6h, 90s or a number of days")
     if isinstance(value, int | float):
+        if not math.isfinite(value):
+            raise ValueError(f"{value!r} is not a duration; use a finite number of days")
         if value < 0:
             raise ValueError("a duration cannot be negative")
-        return timedelta(days=float(value))
-    if isinstance(value, str):
-        match = _DURATION_RE.match(value)
-        if match:
-            return timedelta(seconds=float(match.group(1)) * _UNIT_SECONDS[match.group(2)])
-    raise ValueError(f"{value!r} is not a duration; use 14d, 6h, 30m, 90s or a number of days")
+        seconds = float(value) * 86400
+    elif isinstance(value, str) and (match := _DURATION_RE.match(value)):
+        seconds = float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+    else:
+        raise ValueError(f"{value!r} is not a duration; use 14d, 6h, 30m, 90s or a number of days")
+    try:
+        return timedelta(seconds=seconds)
+    except OverflowError:
+        raise ValueError(f"{value!r} is too long for a duration") from None
 
 
 def format_duration(value: timedelta) -> str:
@@ -185,14 +192,15 @@ class ChampionChallengerPolicy(_Strict):
             raise ValueError("list at least one metric")
         return value
 
-    @model_validator(mode="after")
-    def _primary_is_evaluated(self) -> ChampionChallengerPolicy:
-        if self.primary_metric not in self.evaluation_metrics:
+    @field_validator("primary_metric")
+    @classmethod
+    def _primary_is_evaluated(cls, value: str, info: ValidationInfo) -> str:
+        metrics = info.data.get("evaluation_metrics")
+        if metrics is not None and value not in metrics:
             raise ValueError(
-                f"primary_metric {self.primary_metric!r} must be one of evaluation_metrics "
-                f"{self.evaluation_metrics}"
+                f"primary_metric {value!r} must be one of evaluation_metrics {metrics}"
             )
-        return self
+        return value
 
 
 class ServingSection(_Strict):
@@ -308,6 +316,8 @@ def _format_errors(file: Path, err: ValidationError, prefix: str = "") -> Config
 def _read_yaml(path: Path) -> dict[str, Any]:
     if not path.exists():
         raise ConfigError(path, None, "file not found")
+    if not path.is_file():
+        raise ConfigError(path, None, "not a file")
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as exc:
@@ -317,6 +327,8 @@ def _read_yaml(path: Path) -> dict[str, Any]:
         raise ConfigError(path, None, f"invalid YAML{where}: {problem}") from None
     except UnicodeDecodeError:
         raise ConfigError(path, None, "not UTF-8 text") from None
+    except OSError as exc:
+        raise ConfigError(path, None, f"cannot read it: {exc.strerror}") from None
     if raw is None:
         return {}
     if not isinstance(raw, dict):
@@ -507,6 +519,9 @@ def load_settings(config_path: Path | str | None = None) -> Settings:
     settings_dir = project_dir_for(path)
     lpath = config.ludwig.config_path
     lpath = lpath if lpath.is_absolute() else settings_dir / lpath
+    if not lpath.is_file():
+        what = "is not a file" if lpath.exists() else "not found"
+        raise ConfigError(path, "ludwig.config_path", f"{lpath} {what}")
     lraw = _read_yaml(lpath)
     unknown = sorted(set(lraw) - _LUDWIG_TOP_KEYS)
     if unknown:

@@ -1,0 +1,71 @@
+#!/usr/bin/env bash
+# Build the project images without a registry (docker/README.md). Run from anywhere:
+#   bash docker/build.sh base                      # mlops/debian:bookworm + mlops/python:3.11-bookworm
+#   bash docker/build.sh runtime                   # mlops/runtime:0.1.0 (platform, ~7 GB)
+#   bash docker/build.sh serving-runtime           # mlops/serving-runtime:0.1.0 (torch CPU)
+#   bash docker/build.sh model BUNDLE_DIR IMAGE    # a per-model serving image
+# Environment: PY (python with pip, default .venv/bin/python), VERSION (0.1.0),
+# DEBIAN_MIRROR (for debootstrap), PIP_FIND_LINKS (where torch==2.13.0+cpu lives, e.g. the
+# PyTorch CPU wheel index; it is not on PyPI).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PY=${PY:-.venv/bin/python}
+VERSION=${VERSION:-0.1.0}
+WHEELHOUSE=docker/runtime/wheelhouse
+export PIP_DISABLE_PIP_VERSION_CHECK=1
+
+say() { echo "build.sh: $*"; }
+
+# The wheelhouse is made on the host (the only step that reaches a package index); image
+# builds then run with --network none and `pip install --no-index --find-links`.
+wheelhouse() {
+  local requirements=$1
+  rm -rf "$WHEELHOUSE"
+  mkdir -p "$WHEELHOUSE"
+  say "building the project wheel into $WHEELHOUSE"
+  "$PY" -m pip wheel --quiet --no-deps --no-build-isolation -w "$WHEELHOUSE" .
+  say "downloading the wheels of docker/runtime/$requirements"
+  "$PY" -m pip download --quiet --only-binary=:all: --dest "$WHEELHOUSE" \
+    --find-links "$WHEELHOUSE" -r "docker/runtime/$requirements"
+  du -sh "$WHEELHOUSE"
+}
+
+case "${1:-}" in
+  base)
+    if docker image inspect mlops/debian:bookworm >/dev/null 2>&1; then
+      say "mlops/debian:bookworm exists"
+    else
+      rootfs=$(mktemp -d)
+      say "debootstrap --variant=minbase bookworm $rootfs"
+      debootstrap --variant=minbase bookworm "$rootfs" ${DEBIAN_MIRROR:+"$DEBIAN_MIRROR"} >/dev/null
+      # mktemp -d makes a 0700 folder; as the image's / it would lock every non-root user out.
+      chmod 0755 "$rootfs"
+      tar -C "$rootfs" -c . | docker import - mlops/debian:bookworm
+      rm -rf "$rootfs"
+    fi
+    # --network host: apt-get inside the build reaches the Debian mirror.
+    docker build --network host -t mlops/python:3.11-bookworm docker/base
+    ;;
+  runtime)
+    wheelhouse requirements-platform.txt
+    docker build --network none -t "mlops/runtime:$VERSION" docker/runtime
+    ;;
+  serving-runtime)
+    wheelhouse requirements-serving.txt
+    docker build --network none \
+      --build-arg REQUIREMENTS=requirements-serving.txt --build-arg PROJECT_NO_DEPS=1 \
+      -t "mlops/serving-runtime:$VERSION" docker/runtime
+    ;;
+  model)
+    bundle=${2:?usage: build.sh model BUNDLE_DIR IMAGE}
+    image=${3:?usage: build.sh model BUNDLE_DIR IMAGE}
+    [ -f "$bundle/bundle.json" ] || { say "$bundle is not a serving bundle (no bundle.json)"; exit 2; }
+    docker build --network none -f docker/serving/Dockerfile \
+      --build-arg "RUNTIME_IMAGE=mlops/serving-runtime:$VERSION" -t "$image" "$bundle"
+    ;;
+  *)
+    sed -n '2,9p' "$0"
+    exit 2
+    ;;
+esac
