@@ -107,6 +107,13 @@ def test_daemon_sensors_schedule_and_graphql(make_project, sample_csv, pg_databa
     )
     csv = sample_csv(root / "data" / "raw", samples=300, seed=21)
     settings = load_settings(root / "config" / "config.yaml")
+    # Create Dagster's tables once, before two processes race to create them.
+    instance = DagsterInstance.from_config(str(home))
+    instance.get_runs(limit=1)
+    instance.all_instigator_state()
+    instance.get_dynamic_partitions("raw_files")
+    if pg_database:
+        assert type(instance.run_storage).__name__ == "PostgresRunStorage"
     port = free_port()
     logs = [root / "daemon.log", root / "webserver.log"]
     daemon = _start([str(BIN / "dagster-daemon"), "run", "-w", "workspace.yaml"], env, logs[0])
@@ -124,9 +131,6 @@ def test_daemon_sensors_schedule_and_graphql(make_project, sample_csv, pg_databa
         logs[1],
     )
     try:
-        instance = DagsterInstance.from_config(str(home))
-        if pg_database:
-            assert type(instance.run_storage).__name__ == "PostgresRunStorage"
 
         def runs_of(job: str, statuses=None):
             return instance.get_runs(RunsFilter(job_name=job, statuses=statuses or []))
