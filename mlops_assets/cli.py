@@ -91,6 +91,10 @@ def _guard(fn: Callable[[], Any]) -> Any:
     except (ValueError, FileNotFoundError, PermissionError) as err:
         _fail(str(err))
     except Exception as err:
+        from mlops_assets.lifecycle.registry import RegistryError
+
+        if isinstance(err, RegistryError):
+            _fail(str(err))
         if type(err).__name__ in ("RestException", "MlflowException", "StaleDecision", "LockBusy"):
             _fail(str(err))
         raise
@@ -415,7 +419,7 @@ def _manual(ctx: Ctx, decision_name: str, version: str | None, reason: str | Non
             ctx.settings, Decision(decision_name), version, reason=reason
         )
     )
-    click.echo(f"{record.decision} applied ({record.status}); decision {record.id}")
+    click.echo(f"{record.decision} {record.status}; decision {record.id}")
     for r in record.reasons:
         click.echo(f"  - {r}")
 

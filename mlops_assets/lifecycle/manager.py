@@ -152,8 +152,10 @@ def evaluate(
 
     client = mlflow_client(settings)
     mv = client.get_model_version(settings.model_name, version)
-    state = (mv.tags or {}).get(STATE_TAG)
-    if state not in (None, ModelState.CANDIDATE.value):
+    tags = mv.tags or {}
+    state = tags.get(STATE_TAG)
+    # Judged before: any state past candidate, or a candidate kept for manual promotion.
+    if state not in (None, ModelState.CANDIDATE.value) or tags.get("lifecycle.decision_id"):
         prior = [
             r
             for r in open_store(settings).decisions(

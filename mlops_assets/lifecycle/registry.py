@@ -14,6 +14,10 @@ never two champions (the `champion` alias is unique by construction, and the old
 tagged `archived` before the new one is tagged `champion`). `reconcile` re-applies every pending
 decision and then repairs stray `champion` tags.
 
+A KEEP_CHAMPION for a candidate that passed the gate while `auto_promotion` is off
+(`policy.awaiting_manual_promotion`) leaves it a `candidate`, not `rejected`, so that
+`mlops promote VERSION` stays possible; its decision tags are still written.
+
 Aliases are the source of truth for what is served; tags and the decision log record why.
 The caller holds `LifecycleStore.transition_lock(model_name, ...)` around a decide-and-apply
 (and around `reconcile`); `Registry` does not take the lock itself, so one lock spans both.
@@ -31,6 +35,7 @@ from typing import TYPE_CHECKING
 
 from mlflow.exceptions import MlflowException
 
+from mlops_assets.lifecycle.policy import awaiting_manual_promotion
 from mlops_assets.lifecycle.records import DecisionRecord, DecisionStatus, utcnow
 from mlops_assets.lifecycle.states import STATE_TAG, Alias, Decision, ModelState, is_allowed_move
 from mlops_assets.lifecycle.store import LifecycleStore, StoreError, as_utc, decision_content
@@ -319,6 +324,11 @@ class Registry:
                 )
             plan.aliases.append((Alias.CHALLENGER, v))
             plan.tags.append(_TagChange(v, ModelState.SHADOW))
+        elif d == Decision.KEEP_CHAMPION and self._awaits_promotion(record, v):
+            # Passed the gate, but auto_promotion is off: it stays a candidate that a person
+            # can still promote (`mlops promote VERSION`); only the decision tags are written.
+            v = need(v, "challenger")
+            plan.tags.append(_TagChange(v, ModelState.CANDIDATE))
         elif d in (Decision.KEEP_CHAMPION, Decision.REJECT):
             v = need(v, "challenger")
             if champion == v:
@@ -360,6 +370,20 @@ class Registry:
                     f"{change.state.value}, which the lifecycle does not allow"
                 )
         return plan
+
+    def _awaits_promotion(self, record: DecisionRecord, version: str | None) -> bool:
+        """A KEEP_CHAMPION whose candidate passed the gate and waits for a manual promotion.
+
+        Only a version that is still a candidate qualifies (before and after the move, so a
+        re-run after a crash plans the same); a shadow that gets KEEP_CHAMPION is rejected as
+        usual, which ends its shadow test.
+        """
+        if not version or not awaiting_manual_promotion(record):
+            return False
+        try:
+            return self._state(str(version)) == ModelState.CANDIDATE
+        except IllegalMove:  # no such version: the plan reports it
+            return True
 
     def _newest_archived(self, exclude: set[str]) -> str | None:
         """The most recently archived version that was not rolled back from, or None."""

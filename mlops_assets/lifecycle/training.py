@@ -14,9 +14,11 @@ already registered instead of training again.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
+import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
@@ -268,7 +270,9 @@ def train_challenger(
 
     torch.set_num_threads(settings.config.ludwig.num_threads)
     say("importing Ludwig (first time in a process: ~8 s)")
-    from ludwig.api import LudwigModel
+    # bitsandbytes prints a CPU-only notice on stdout at import; keep stdout for results.
+    with contextlib.redirect_stdout(sys.stderr):
+        from ludwig.api import LudwigModel
 
     config, schema = resolve_ludwig_config(settings, frame)
     splits = split_frame(frame, settings.config.data.split, target)

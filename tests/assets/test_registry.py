@@ -466,3 +466,67 @@ def test_a_failed_decision_is_not_applied_again(env: Env):
     )
     with pytest.raises(RegistryError, match="another-model"):
         env.registry().apply(other)
+
+
+# --- auto_promotion off ----------------------------------------------------------------------
+
+
+def test_keep_champion_awaiting_manual_promotion_keeps_a_candidate(env: Env):
+    from mlops_assets.lifecycle.policy import MANUAL_PROMOTION_NOTE, awaiting_manual_promotion
+
+    reg = env.registry()
+    v1 = bootstrap(env)
+    v2 = env.new_version()
+    reg.set_candidate(v2, {})
+    note = (
+        f"Version {v2} passed the offline gate, but {MANUAL_PROMOTION_NOTE}; promote by hand "
+        f"with `mlops promote {v2}`. Champion version {v1} stays."
+    )
+    rec = env.record(Decision.KEEP_CHAMPION, challenger=v2, champion=v1)
+    rec.reasons = [note]
+    assert awaiting_manual_promotion(rec)
+
+    kept = reg.apply(rec)
+    assert kept.status == DecisionStatus.APPLIED
+    assert env.aliases() == {"champion": v1}
+    assert env.states() == {v1: "champion", v2: "candidate"}
+    tags = env.tags(v2)
+    assert tags[DECISION_TAG] == kept.id
+    assert MANUAL_PROMOTION_NOTE in tags[REASONS_TAG]
+    assert "lifecycle.rejected_at" not in tags
+    assert env.history(kept.id) == []
+    # Applying it again (a re-run after a crash) plans the same thing and changes nothing.
+    assert reg.apply(rec) == kept
+    assert reg.reconcile() == []
+    assert env.states() == {v1: "champion", v2: "candidate"}
+
+    # The version can still be promoted by hand ...
+    promoted = reg.apply(env.record(Decision.PROMOTE, challenger=v2, champion=v1, actor=Actor.CLI))
+    assert promoted.status == DecisionStatus.APPLIED
+    assert env.aliases() == {"champion": v2, "previous-champion": v1}
+    assert env.champions_tagged() == [v2]
+
+    # ... while an ordinary KEEP_CHAMPION still rejects its candidate.
+    v3 = env.new_version()
+    reg.set_candidate(v3, {})
+    reg.apply(env.record(Decision.KEEP_CHAMPION, challenger=v3, champion=v2))
+    assert reg.state_of(v3) == ModelState.REJECTED
+
+
+def test_awaiting_note_on_a_shadow_or_the_champion_is_not_a_loophole(env: Env):
+    from mlops_assets.lifecycle.policy import MANUAL_PROMOTION_NOTE
+
+    reg = env.registry()
+    v1 = bootstrap(env)
+    v2 = shadow(env, v1)
+    # A shadow is only judged by the shadow test; a KEEP_CHAMPION for it ends that test.
+    rec = env.record(Decision.KEEP_CHAMPION, challenger=v2, champion=v1)
+    rec.reasons = [f"{MANUAL_PROMOTION_NOTE} (copied into the wrong record)."]
+    reg.apply(rec)
+    assert env.aliases() == {"champion": v1}
+    assert reg.state_of(v2) == ModelState.REJECTED
+    assert env.store.shadow_test(v2, env.name).status == "closed"
+    # The champion can never be "kept as a candidate".
+    bad = env.record(Decision.KEEP_CHAMPION, challenger=v1, champion=v1)
+    bad.reasons = [f"{MANUAL_PROMOTION_NOTE}."]
+    _assert_refused(env, bad, "is the champion")
