@@ -476,10 +476,13 @@ def serve(ctx: Ctx, stop: bool, reload_: bool, detach: bool) -> None:
         runner.reload(settings)
         click.echo("reloaded")
         return
-    info = _guard(lambda: runner.start(settings, blocking=not detach))
-    click.echo(
-        f"serving on http://{settings.config.serving.host}:{settings.config.serving.port} ({info})"
-    )
+    url = f"http://{settings.config.serving.host}:{settings.config.serving.port}"
+    if detach:
+        info = _guard(lambda: runner.start_detached(settings))
+        click.echo(f"serving on {url} in the background ({info}); `mlops serve --stop` stops it")
+        return
+    click.echo(f"starting the server on {url} (Ctrl-C stops it)")
+    _guard(lambda: runner.start(settings, blocking=True))
 
 
 # ------------------------------------------------------------------------------- check

@@ -1,0 +1,1 @@
+"""Ray Serve application of the champion-challenger lifecycle (see serving/app.py)."""

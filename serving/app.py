@@ -1,0 +1,967 @@
+"""The Ray Serve application: a FastAPI ingress plus one model deployment per role.
+
+Deployments (application `mlops`):
+- `ingress`: HTTP API of DESIGN.md, request limits, mirroring to shadows, Prometheus metrics,
+  the prediction log writer. One replica: it is async and light, and it owns the metrics.
+- `champion`, `shadow-1` ... `shadow-N` (N = `max_shadows`): `ModelServer` replicas, each
+  serving the version its registry alias points at (see `serving.resolve`). The version is in
+  the deployment's `user_config`; changing it calls `reconfigure`, which loads the new bundle
+  beside the old one and swaps atomically, so a hot swap never fails a request.
+
+`app_builder(args)` is the import path for `serve deploy` / `serving/serve_config.yaml`.
+"""
+
+# No `from __future__ import annotations` here, on purpose: Serve pickles the ingress class by
+# value, and a pickled method keeps only the globals its body uses, so FastAPI could no longer
+# resolve a string annotation like "Request" and would treat `request` as a query parameter.
+import asyncio
+import json
+import logging
+import os
+import random
+import shutil
+import tempfile
+import time
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel, ConfigDict, Field
+from ray import serve
+from ray.serve.handle import DeploymentHandle
+
+from mlops_assets.settings import ServingSection
+from serving.metrics import CONTENT_TYPE, ServingMetrics
+from serving.predlog import PredictionLogWriter
+from serving.resolve import (
+    CHAMPION_SLOT,
+    ModelRef,
+    download_bundle,
+    resolve_slots,
+    shadow_slots,
+    version_details,
+)
+from serving.validation import validate_records
+
+log = logging.getLogger(__name__)
+
+APP_NAME = "mlops"
+INGRESS_NAME = "ingress"
+INGRESS_REPLICAS = 1
+INGRESS_CPUS = 0.2
+ROLE_REFRESH_S = 2.0
+INFO_TIMEOUT_S = 5.0
+CHAMPION_TIMEOUT_S = 30.0
+# Serve's own access log doubles every request line; errors still reach the log.
+LOGGING_CONFIG = {"enable_access_log": False, "log_level": "WARNING"}
+
+
+# ------------------------------------------------------------------------------ configuration
+
+
+class FaultSpec(BaseModel):
+    """Test-only fault injection for a model slot (user_config `fault`)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    kind: Literal["raise", "sleep", "block", "crash"]
+    seconds: float = 5.0
+
+
+class SlotConfig(BaseModel):
+    """The user_config of a model deployment: which version it serves."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: ModelRef | None = None
+    fault: FaultSpec | None = None
+
+
+class IngressConfig(BaseModel):
+    """The user_config of the ingress: the mirroring knobs, changeable without a restart."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    shadow_traffic_percent: float = Field(100.0, ge=0, le=100)
+    # None: the value in the builder args (`serving` section).
+    shadow_timeout_s: float | None = Field(None, gt=0)
+    max_inflight_shadow: int | None = Field(None, ge=1)
+
+
+class AppArgs(BaseModel):
+    """Builder arguments; constant for the life of a deployment (they fix its code version)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    config_path: str | None = None
+    tracking_uri: str
+    model_name: str
+    lifecycle_db_url: str
+    max_shadows: int = Field(1, ge=1)
+    shadow_traffic_percent: float = Field(100.0, ge=0, le=100)
+    serving: ServingSection = ServingSection()
+    app_name: str = APP_NAME
+    log_predictions: bool = True
+
+    @classmethod
+    def from_builder_args(cls, args: dict[str, Any]) -> "AppArgs":
+        """Complete `{config_path: ...}` (all `serve deploy` needs) from the config file."""
+        needed = ("tracking_uri", "model_name", "lifecycle_db_url")
+        if all(k in args for k in needed):
+            return cls.model_validate(args)
+        from mlops_assets.settings import load_settings
+
+        path = _find_config(args.get("config_path"))
+        settings = load_settings(path)
+        base = {
+            "config_path": str(settings.config_path),
+            "tracking_uri": settings.tracking_uri,
+            "model_name": settings.model_name,
+            "lifecycle_db_url": settings.lifecycle_db_url,
+            "max_shadows": settings.policy.max_shadows,
+            "shadow_traffic_percent": settings.policy.shadow_traffic_percent,
+            "serving": settings.config.serving.model_dump(),
+        }
+        base.update({k: v for k, v in args.items() if k != "config_path"})
+        return cls.model_validate(base)
+
+
+def _find_config(value: str | None) -> Path | None:
+    """A relative config path resolves against the cwd, then the repository root."""
+    if not value:
+        return None
+    path = Path(value)
+    if path.is_absolute() or path.exists():
+        return path
+    repo = Path(__file__).resolve().parents[1] / path
+    return repo if repo.exists() else path
+
+
+def model_cpus(args: AppArgs) -> float:
+    """CPU share of one model replica so that every slot fits in `serving.num_cpus`."""
+    free = max(0.2, args.serving.num_cpus - INGRESS_CPUS - 0.1)
+    return round(min(1.0, free / (1 + args.max_shadows)), 3)
+
+
+# ------------------------------------------------------------------------------ model replica
+
+
+class _Loaded:
+    """A loaded version: swapped in as one object so a request never sees half of two."""
+
+    def __init__(self, ref: ModelRef, predictor: Any, path: Path) -> None:
+        self.ref = ref
+        self.predictor = predictor
+        self.path = path
+        self.loaded_at = datetime.now(UTC).isoformat()
+        self.binary_strings = {
+            f.name: set(f.str2bool) for f in predictor.manifest.input_features if f.str2bool
+        }
+
+
+def _probe_record(schema: Any) -> dict[str, Any]:
+    row: dict[str, Any] = {}
+    for spec in schema.features:
+        if spec.type == "number":
+            row[spec.name] = spec.min if spec.min is not None else 0.0
+        elif spec.type == "category":
+            row[spec.name] = (spec.categories or ["x"])[0]
+        else:
+            row[spec.name] = False
+    return row
+
+
+@serve.deployment(
+    max_ongoing_requests=32,
+    graceful_shutdown_timeout_s=10,
+    health_check_period_s=5,
+    logging_config=LOGGING_CONFIG,
+)
+class ModelServer:
+    """Serves one slot (champion or a shadow): validates inputs and predicts with the bundle."""
+
+    def __init__(self, slot: str, tracking_uri: str, model_name: str) -> None:
+        os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+        self._slot = slot
+        self._tracking_uri = tracking_uri
+        self._model_name = model_name
+        self._loaded: _Loaded | None = None
+        self._target: ModelRef | None = None
+        self._fault: FaultSpec | None = None
+        self._load_error: str | None = None
+        self._cache = Path(tempfile.mkdtemp(prefix=f"mlops-{slot}-"))
+        self._lock = asyncio.Lock()
+
+    async def reconfigure(self, config: dict[str, Any]) -> None:
+        """Apply a new user_config: load the named version beside the old one, then swap."""
+        cfg = SlotConfig.model_validate(config or {})
+        self._fault = cfg.fault
+        async with self._lock:
+            self._target = cfg.model
+            current = self._loaded.ref if self._loaded else None
+            if cfg.model == current:
+                return
+            if cfg.model is None:
+                old, self._loaded, self._load_error = self._loaded, None, None
+                self._discard(old)
+                log.info("%s: no version to serve", self._slot)
+                return
+            try:
+                loaded = await asyncio.to_thread(self._load, cfg.model)
+            except Exception as exc:  # keep serving the old version; report why
+                self._load_error = f"version {cfg.model.version}: {exc!r}"[:1000]
+                log.exception("%s: cannot load version %s", self._slot, cfg.model.version)
+                return
+            old, self._loaded, self._load_error = self._loaded, loaded, None
+            self._discard(old)
+            log.info(
+                "%s: now serving version %s (%s)",
+                self._slot,
+                cfg.model.version,
+                loaded.predictor.mode,
+            )
+
+    def _load(self, ref: ModelRef) -> _Loaded:
+        from mlops_assets.lifecycle.bundle import load_bundle
+
+        dest = Path(tempfile.mkdtemp(prefix=f"v{ref.version}-", dir=self._cache))
+        path = download_bundle(self._tracking_uri, ref.run_id, dest)
+        predictor = load_bundle(path, num_threads=1)
+        probe = [_probe_record(predictor.schema)]
+        for _ in range(3):  # TorchScript optimises on its first calls; pay that here
+            predictor.predict(probe)
+        return _Loaded(ref, predictor, dest)
+
+    @staticmethod
+    def _discard(old: _Loaded | None) -> None:
+        if old is not None:
+            shutil.rmtree(old.path, ignore_errors=True)
+
+    async def _apply_fault(self) -> None:
+        fault = self._fault
+        if fault is None:
+            return
+        if fault.kind == "raise":
+            raise RuntimeError(f"injected fault in {self._slot}")
+        if fault.kind == "sleep":
+            await asyncio.sleep(fault.seconds)
+        elif fault.kind == "block":
+            time.sleep(fault.seconds)
+        elif fault.kind == "crash":
+            os._exit(1)
+
+    async def predict(
+        self, records: list[Any], prefix: str = "instances", single: bool = False
+    ) -> dict[str, Any]:
+        """Validate and predict; a dict with `status` ok, invalid or unavailable."""
+        await self._apply_fault()
+        loaded = self._loaded
+        if loaded is None:
+            return {"status": "unavailable", "slot": self._slot, "error": self._load_error}
+        predictor = loaded.predictor
+        result = validate_records(
+            predictor.schema, records, prefix, single=single, binary_strings=loaded.binary_strings
+        )
+        if not result.ok:
+            return {
+                "status": "invalid",
+                "version": loaded.ref.version,
+                "errors": [e.model_dump() for e in result.errors],
+            }
+        if predictor.mode == "torchscript":
+            batch = predictor.predict(result.records)
+        else:
+            batch = await asyncio.to_thread(predictor.predict, result.records)
+        return {
+            "status": "ok",
+            "version": loaded.ref.version,
+            "labels": batch.labels,
+            "probabilities": batch.probabilities,
+            "classes": batch.classes,
+            "warnings": [w.model_dump() for w in result.warnings],
+            "warning_counts": result.warning_counts,
+        }
+
+    async def info(self) -> dict[str, Any]:
+        """What this replica serves right now."""
+        loaded = self._loaded
+        base: dict[str, Any] = {
+            "slot": self._slot,
+            "model_name": self._model_name,
+            "loaded": loaded is not None,
+            "target_version": self._target.version if self._target else None,
+            "load_error": self._load_error,
+            "fault": self._fault.kind if self._fault else None,
+            "pid": os.getpid(),
+        }
+        if loaded is None:
+            return base
+        predictor = loaded.predictor
+        base.update(
+            version=loaded.ref.version,
+            run_id=loaded.ref.run_id,
+            alias=loaded.ref.alias,
+            mode=predictor.mode,
+            fast_path_error=predictor.manifest.fast_path_error,
+            classes=predictor.classes,
+            schema=predictor.schema.model_dump(mode="json"),
+            loaded_at=loaded.loaded_at,
+        )
+        return base
+
+    def __del__(self) -> None:
+        shutil.rmtree(getattr(self, "_cache", ""), ignore_errors=True)
+
+
+# ------------------------------------------------------------------------------------ ingress
+
+
+class ApiError(Exception):
+    """An HTTP error answer with a reason and, for 422, the fields at fault."""
+
+    def __init__(self, status: int, detail: str, errors: list[dict[str, Any]] | None = None):
+        super().__init__(detail)
+        self.status = status
+        self.detail = detail
+        self.errors = errors
+
+    def response(self) -> JSONResponse:
+        """The JSON answer."""
+        body: dict[str, Any] = {"detail": self.detail}
+        if self.errors:
+            body["errors"] = self.errors
+        return JSONResponse(body, status_code=self.status)
+
+
+def _field_error(field: str, message: str) -> ApiError:
+    return ApiError(422, f"{field}: {message}", [{"field": field, "message": message}])
+
+
+async def read_json_body(request: Request, limit: int) -> Any:
+    """The parsed JSON body; 413 past `limit` bytes (declared or actual), 400 when malformed."""
+    declared = request.headers.get("content-length")
+    if declared is not None:
+        try:
+            size = int(declared)
+        except ValueError:
+            raise ApiError(400, "invalid Content-Length header") from None
+        if size > limit:
+            raise ApiError(413, f"body of {size} bytes exceeds max_body_bytes ({limit})")
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            raise ApiError(413, f"body exceeds max_body_bytes ({limit})")
+    if not body:
+        raise ApiError(400, "empty body; send a JSON object")
+    try:
+        return json.loads(body)
+    except UnicodeDecodeError:
+        raise ApiError(400, "body is not UTF-8 text") from None
+    except ValueError as exc:
+        raise ApiError(400, f"body is not valid JSON: {exc}") from None
+
+
+_TRUTHY = {"1", "1.0", "true", "yes", "y", "t"}
+_FALSY = {"0", "0.0", "false", "no", "n", "f"}
+
+
+def normalise_label(value: Any, classes: list[str] | None) -> str:
+    """A feedback label as one of the model's classes when it obviously is one (0/1, yes/no)."""
+    text = str(value).strip()
+    if not classes or text in classes:
+        return text
+    if set(classes) == {"False", "True"}:
+        lowered = text.lower()
+        if lowered in _TRUTHY:
+            return "True"
+        if lowered in _FALSY:
+            return "False"
+    return text
+
+
+api = FastAPI(title="mlops model server", version="1")
+
+
+@serve.deployment(
+    name=INGRESS_NAME,
+    num_replicas=INGRESS_REPLICAS,
+    max_ongoing_requests=1000,
+    graceful_shutdown_timeout_s=20,
+    logging_config=LOGGING_CONFIG,
+)
+@serve.ingress(api)
+class Ingress:
+    """HTTP API: validation limits, champion answers, sampled mirroring, metrics, logging."""
+
+    def __init__(
+        self, args: dict[str, Any], champion: DeploymentHandle, shadows: list[DeploymentHandle]
+    ) -> None:
+        os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+        self._args = AppArgs.model_validate(args)
+        self._serving = self._args.serving
+        self._champion = champion
+        self._shadows = dict(zip(shadow_slots(self._args.max_shadows), shadows, strict=True))
+        self._metrics = ServingMetrics()
+        self._mirror_percent = self._args.shadow_traffic_percent
+        self._shadow_timeout_s = self._serving.shadow_timeout_s
+        self._max_inflight = self._serving.max_inflight_shadow
+        self._rng = random.Random()
+        self._slot_infos: dict[str, dict[str, Any]] = {}
+        self._active_shadows: dict[str, str] = {}
+        self._champion_version: str | None = None
+        self._details_cache: dict[str, Any] = {}
+        self._inflight = 0
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._started = False
+        self._store: Any = None
+        self._writer = PredictionLogWriter(
+            self._write_rows,
+            batch=self._serving.prediction_log_batch,
+            flush_s=self._serving.prediction_log_flush_s,
+            on_written=self._metrics.predlog_written.inc,
+            on_dropped=self._metrics.predlog_dropped.inc,
+        )
+
+    # --- lifecycle ---------------------------------------------------------------------------
+
+    def _ensure_started(self) -> None:
+        if self._started:
+            return
+        self._started = True
+        if self._args.log_predictions:
+            self._writer.start()
+        self._spawn(self._refresh_loop())
+
+    def _spawn(self, coro: Any) -> asyncio.Task[Any]:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    async def reconfigure(self, config: dict[str, Any]) -> None:
+        """Apply the ingress user_config (mirrored share, shadow timeout and bound)."""
+        cfg = IngressConfig.model_validate(config or {})
+        self._mirror_percent = cfg.shadow_traffic_percent
+        self._shadow_timeout_s = cfg.shadow_timeout_s or self._serving.shadow_timeout_s
+        self._max_inflight = cfg.max_inflight_shadow or self._serving.max_inflight_shadow
+        self._ensure_started()
+
+    async def mirroring(self) -> dict[str, Any]:
+        """The mirroring knobs in force (what `reconfigure` last applied)."""
+        return IngressConfig(
+            shadow_traffic_percent=self._mirror_percent,
+            shadow_timeout_s=self._shadow_timeout_s,
+            max_inflight_shadow=self._max_inflight,
+        ).model_dump()
+
+    async def _refresh_loop(self) -> None:
+        while True:
+            try:
+                await self.refresh_roles()
+            except Exception:
+                log.exception("refreshing the served versions failed")
+            await asyncio.sleep(ROLE_REFRESH_S)
+
+    async def _slot_info(self, slot: str) -> dict[str, Any]:
+        handle = self._champion if slot == CHAMPION_SLOT else self._shadows[slot]
+        try:
+            return await asyncio.wait_for(handle.info.remote(), INFO_TIMEOUT_S)
+        except Exception as exc:
+            return {"slot": slot, "loaded": False, "error": f"unreachable: {exc!r}"[:300]}
+
+    async def refresh_roles(self) -> dict[str, dict[str, Any]]:
+        """Ask every slot what it serves; update mirroring targets and champion metrics."""
+        slots = [CHAMPION_SLOT, *self._shadows]
+        infos = await asyncio.gather(*(self._slot_info(s) for s in slots))
+        self._slot_infos = dict(zip(slots, infos, strict=True))
+        champ = self._slot_infos[CHAMPION_SLOT]
+        self._champion_version = champ.get("version") if champ.get("loaded") else None
+        self._metrics.set_champion(self._champion_version)
+        self._active_shadows = {
+            slot: info["version"]
+            for slot, info in self._slot_infos.items()
+            if slot != CHAMPION_SLOT and info.get("loaded")
+        }
+        served = {
+            ("champion" if slot == CHAMPION_SLOT else "shadow"): info["version"]
+            for slot, info in self._slot_infos.items()
+            if info.get("loaded")
+        }
+        await self._update_model_metrics(served)
+        return self._slot_infos
+
+    async def _details(self, version: str) -> Any:
+        cached = self._details_cache.get(version)
+        if cached is not None and time.monotonic() - cached[0] < 30:
+            return cached[1]
+        details = await asyncio.to_thread(
+            version_details, self._args.tracking_uri, self._args.model_name, version
+        )
+        self._details_cache[version] = (time.monotonic(), details)
+        return details
+
+    async def _update_model_metrics(self, served: dict[str, str]) -> None:
+        values: dict[str, tuple[str, dict[str, float]]] = {}
+        for role, version in served.items():
+            try:
+                values[role] = (version, (await self._details(version)).metrics)
+            except Exception as exc:
+                log.debug("no metrics for version %s: %s", version, exc)
+        self._metrics.set_model_metrics(values)
+
+    def __del__(self) -> None:
+        # Serve calls this on graceful shutdown: write what is still queued.
+        writer = getattr(self, "_writer", None)
+        if writer is not None and writer.pending:
+            writer.flush_blocking()
+
+    # --- prediction log ----------------------------------------------------------------------
+
+    def _open_store(self) -> Any:
+        if self._store is None:
+            from mlops_assets.lifecycle.store import LifecycleStore
+
+            self._store = LifecycleStore(self._args.lifecycle_db_url)
+        return self._store
+
+    def _write_rows(self, rows: list[dict[str, Any]]) -> int:
+        from mlops_assets.lifecycle.store import PredictionRow
+
+        # The ingress built these rows itself with the right types: skip re-validating them
+        # (validation cost as much as the insert, and this thread shares the ingress's GIL).
+        return self._open_store().log_predictions(
+            [PredictionRow.model_construct(**r) for r in rows]
+        )
+
+    def _log(
+        self,
+        role: str,
+        version: str,
+        request_ids: list[str],
+        records: list[Any],
+        out: dict[str, Any] | None,
+        latency_ms: float,
+        error: str | None = None,
+    ) -> None:
+        if not self._args.log_predictions:
+            return
+        now = datetime.now(UTC)
+        rows = []
+        for i, (rid, rec) in enumerate(zip(request_ids, records, strict=True)):
+            row: dict[str, Any] = {
+                "request_id": rid,
+                "time": now,
+                "role": role,
+                "model_name": self._args.model_name,
+                "model_version": version,
+                "inputs": rec if isinstance(rec, dict) else {"_raw": rec},
+                "latency_ms": latency_ms,
+                "error": error,
+            }
+            if out is not None and error is None:
+                row["prediction"] = out["labels"][i]
+                row["probabilities"] = dict(
+                    zip(out["classes"], map(float, out["probabilities"][i]), strict=True)
+                )
+            rows.append(row)
+        self._writer.submit(rows)
+
+    # --- metrics helpers ---------------------------------------------------------------------
+
+    def _count(self, role: str, version: str | None, endpoint: str, code: int | str) -> None:
+        self._metrics.requests.labels(
+            role=role, model_version=version or "none", endpoint=endpoint, code=str(code)
+        ).inc()
+
+    def _count_predictions(self, role: str, version: str, labels: list[str]) -> None:
+        counts: dict[str, int] = {}
+        for label in labels:
+            counts[label] = counts.get(label, 0) + 1
+        for label, n in counts.items():
+            self._metrics.predictions.labels(
+                role=role, model_version=version, **{"class": label}
+            ).inc(n)
+
+    # --- predictions -------------------------------------------------------------------------
+
+    def _extract(self, body: Any, single: bool) -> list[Any]:
+        key = "features" if single else "instances"
+        if not isinstance(body, dict):
+            raise _field_error("body", f"expected a JSON object with {key!r}")
+        if key not in body:
+            raise _field_error(key, "is missing")
+        value = body[key]
+        if single:
+            if not isinstance(value, dict):
+                raise _field_error(key, "expected an object of feature values")
+            return [value]
+        if not isinstance(value, list):
+            raise _field_error(key, "expected an array of objects")
+        if not value:
+            raise _field_error(key, "must not be empty")
+        if len(value) > self._serving.max_batch_size:
+            raise ApiError(
+                413,
+                f"{len(value)} instances exceed max_batch_size ({self._serving.max_batch_size})",
+            )
+        return value
+
+    async def _call_champion(self, records: list[Any], single: bool) -> dict[str, Any]:
+        prefix = "features" if single else "instances"
+        try:
+            out = await asyncio.wait_for(
+                self._champion.predict.remote(records, prefix, single), CHAMPION_TIMEOUT_S
+            )
+        except TimeoutError:
+            raise ApiError(504, "the champion did not answer in time") from None
+        except Exception as exc:
+            log.error("champion call failed: %r", exc)
+            raise ApiError(503, "the champion model is unavailable") from None
+        if out["status"] == "unavailable":
+            raise ApiError(503, "no champion model is loaded")
+        if out["status"] == "invalid":
+            errors = out["errors"]
+            first = errors[0]
+            raise ApiError(422, f"{first['field']}: {first['message']}", errors)
+        return out
+
+    async def _serve_predictions(self, request: Request, endpoint: str, single: bool) -> Response:
+        self._ensure_started()
+        started = time.perf_counter()
+        version = self._champion_version
+        try:
+            body = await read_json_body(request, self._serving.max_body_bytes)
+            records = self._extract(body, single)
+            out = await self._call_champion(records, single)
+        except ApiError as err:
+            self._count("champion", version, endpoint, err.status)
+            return err.response()
+        version = out["version"]
+        if version != self._champion_version:
+            self._champion_version = version
+            self._metrics.set_champion(version)
+        request_ids = [uuid.uuid4().hex for _ in records]
+        probs = [
+            dict(zip(out["classes"], map(float, row), strict=True)) for row in out["probabilities"]
+        ]
+        if single:
+            payload: dict[str, Any] = {
+                "request_id": request_ids[0],
+                "prediction": out["labels"][0],
+                "probabilities": probs[0],
+                "model_version": version,
+            }
+        else:
+            payload = {
+                "request_ids": request_ids,
+                "predictions": out["labels"],
+                "probabilities": probs,
+                "model_version": version,
+            }
+        if out["warnings"]:
+            payload["warnings"] = out["warnings"]
+        elapsed = time.perf_counter() - started
+        self._count("champion", version, endpoint, 200)
+        self._metrics.latency.labels(role="champion", model_version=version).observe(elapsed)
+        self._count_predictions("champion", version, out["labels"])
+        for (feature, kind), n in out["warning_counts"].items():
+            self._metrics.input_warnings.labels(feature=feature, kind=kind).inc(n)
+        self._log("champion", version, request_ids, records, out, elapsed * 1000)
+        self._mirror(endpoint, request_ids, records, single)
+        return JSONResponse(payload)
+
+    # --- mirroring ---------------------------------------------------------------------------
+
+    def _mirror(
+        self, endpoint: str, request_ids: list[str], records: list[Any], single: bool
+    ) -> None:
+        """Sample this request for the shadows; fire the calls without waiting for them."""
+        percent = self._mirror_percent
+        if percent <= 0 or not self._active_shadows:
+            return
+        if percent < 100 and self._rng.random() * 100 >= percent:
+            return
+        for slot, version in list(self._active_shadows.items()):
+            if self._inflight >= self._max_inflight:
+                self._metrics.shadow_dropped.inc()
+                continue
+            self._inflight += 1
+            self._metrics.shadow_inflight.set(self._inflight)
+            self._spawn(self._shadow_call(slot, version, endpoint, request_ids, records, single))
+
+    async def _shadow_call(
+        self,
+        slot: str,
+        version: str,
+        endpoint: str,
+        request_ids: list[str],
+        records: list[Any],
+        single: bool,
+    ) -> None:
+        started = time.perf_counter()
+        out: dict[str, Any] | None = None
+        error: str | None = None
+        code = 200
+        response = None
+        try:
+            response = self._shadows[slot].predict.remote(
+                records, "features" if single else "instances", single
+            )
+            out = await asyncio.wait_for(response, self._shadow_timeout_s)
+        except TimeoutError:
+            code, error = 504, f"timeout after {self._shadow_timeout_s:g}s"
+            if response is not None:
+                response.cancel()
+        except Exception as exc:
+            code, error = 500, f"{type(exc).__name__}: {exc}"[:500]
+        finally:
+            self._inflight -= 1
+            self._metrics.shadow_inflight.set(self._inflight)
+        elapsed = time.perf_counter() - started
+        if out is not None:
+            if out["status"] == "unavailable":
+                return  # the slot was emptied since the last refresh: nothing was mirrored
+            version = out.get("version") or version
+            if out["status"] == "invalid":
+                code, error = (
+                    422,
+                    "; ".join(f"{e['field']}: {e['message']}" for e in out["errors"][:5]),
+                )
+        self._metrics.shadow_mirrored.labels(model_version=version).inc()
+        self._count("shadow", version, endpoint, code)
+        if error is None and out is not None:
+            self._metrics.latency.labels(role="shadow", model_version=version).observe(elapsed)
+            self._count_predictions("shadow", version, out["labels"])
+            self._log("shadow", version, request_ids, records, out, elapsed * 1000)
+        else:
+            kind = {504: "timeout", 422: "invalid"}.get(code, "error")
+            self._metrics.shadow_failures.labels(model_version=version, kind=kind).inc()
+            self._log("shadow", version, request_ids, records, None, elapsed * 1000, error)
+
+    # --- endpoints ---------------------------------------------------------------------------
+
+    @api.post("/predict")
+    async def predict(self, request: Request) -> Response:
+        """`{"features": {...}}` -> the champion's answer for one row."""
+        return await self._serve_predictions(request, "/predict", single=True)
+
+    @api.post("/batch_predict")
+    async def batch_predict(self, request: Request) -> Response:
+        """`{"instances": [{...}, ...]}` -> the champion's answers, one per instance."""
+        return await self._serve_predictions(request, "/batch_predict", single=False)
+
+    @staticmethod
+    def _summary(info: dict[str, Any]) -> dict[str, Any]:
+        keys = (
+            "slot",
+            "version",
+            "run_id",
+            "alias",
+            "mode",
+            "loaded_at",
+            "load_error",
+            "fault",
+            "pid",
+        )
+        return {k: info.get(k) for k in keys}
+
+    @api.get("/health")
+    async def health(self) -> Response:
+        """200 with the served versions, 503 while no champion is loaded."""
+        self._ensure_started()
+        infos = await self.refresh_roles()
+        champ = infos[CHAMPION_SLOT]
+        shadows = [
+            self._summary(i) for s, i in infos.items() if s != CHAMPION_SLOT and i.get("loaded")
+        ]
+        if not champ.get("loaded"):
+            reason = champ.get("load_error") or champ.get("error") or "no champion alias"
+            self._count("champion", None, "/health", 503)
+            return JSONResponse(
+                {"status": "unavailable", "champion": None, "shadows": shadows, "detail": reason},
+                status_code=503,
+            )
+        self._count("champion", champ.get("version"), "/health", 200)
+        return JSONResponse({"status": "ok", "champion": self._summary(champ), "shadows": shadows})
+
+    async def _describe(self, info: dict[str, Any]) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "slot": info["slot"],
+            "name": self._args.model_name,
+            "version": info["version"],
+            "run_id": info["run_id"],
+            "alias": info.get("alias"),
+            "mode": "fast path" if info.get("mode") == "torchscript" else "fallback",
+            "runtime": info.get("mode"),
+            "fast_path_error": info.get("fast_path_error"),
+            "classes": info.get("classes"),
+            "input_schema": info.get("schema"),
+            "loaded_at": info.get("loaded_at"),
+        }
+        try:
+            details = await self._details(info["version"])
+            out.update(
+                state=details.state,
+                aliases=details.aliases,
+                data_sha256=details.data_sha256,
+                metrics=details.metrics,
+                promoted_at=details.promoted_at,
+            )
+        except Exception as exc:
+            out["registry_error"] = f"{exc!r}"[:300]
+        return out
+
+    @api.get("/model/info")
+    async def model_info(self) -> Response:
+        """Champion and shadows: version, run, state, data hashes, metrics, schema, promoted_at."""
+        self._ensure_started()
+        self._details_cache.clear()  # tags such as lifecycle.state change without a reload
+        infos = await self.refresh_roles()
+        champ = infos[CHAMPION_SLOT]
+        shadows = [
+            await self._describe(i)
+            for s, i in infos.items()
+            if s != CHAMPION_SLOT and i.get("loaded")
+        ]
+        body = {
+            "model_name": self._args.model_name,
+            "champion": await self._describe(champ) if champ.get("loaded") else None,
+            "shadows": shadows,
+            "mirroring": {
+                "shadow_traffic_percent": self._mirror_percent,
+                "max_inflight_shadow": self._max_inflight,
+                "shadow_timeout_s": self._shadow_timeout_s,
+            },
+        }
+        self._count("champion", self._champion_version, "/model/info", 200)
+        return JSONResponse(body)
+
+    @api.post("/feedback")
+    async def feedback(self, request: Request) -> Response:
+        """`{"labels": [{"request_id", "label"}, ...]}` -> accepted count and unknown ids."""
+        self._ensure_started()
+        try:
+            body = await read_json_body(request, self._serving.max_body_bytes)
+            items = self._parse_labels(body)
+        except ApiError as err:
+            self._count("champion", self._champion_version, "/feedback", err.status)
+            return err.response()
+        try:
+            await self._writer.flush()  # labels may refer to predictions still queued
+            result = await asyncio.to_thread(self._open_store().add_labels, items, "api")
+        except Exception as exc:
+            log.error("storing labels failed: %r", exc)
+            self._count("champion", self._champion_version, "/feedback", 503)
+            return ApiError(503, "the lifecycle store is unavailable").response()
+        self._count("champion", self._champion_version, "/feedback", 200)
+        return JSONResponse({"accepted": result.accepted, "unknown_ids": result.unknown_ids})
+
+    def _parse_labels(self, body: Any) -> list[tuple[str, str]]:
+        if not isinstance(body, dict):
+            raise _field_error("body", "expected a JSON object with 'labels'")
+        if "labels" not in body:
+            raise _field_error("labels", "is missing")
+        labels = body["labels"]
+        if not isinstance(labels, list) or not labels:
+            raise _field_error("labels", "expected a non-empty array")
+        classes = self._slot_infos.get(CHAMPION_SLOT, {}).get("classes")
+        items = []
+        for i, item in enumerate(labels):
+            where = f"labels[{i}]"
+            if not isinstance(item, dict):
+                raise _field_error(where, "expected an object with request_id and label")
+            rid, label = item.get("request_id"), item.get("label")
+            if not isinstance(rid, str) or not rid.strip():
+                raise _field_error(f"{where}.request_id", "expected a non-empty string")
+            if isinstance(label, dict | list) or label is None or str(label).strip() == "":
+                raise _field_error(f"{where}.label", "expected a string, number or boolean")
+            items.append((rid.strip(), normalise_label(label, classes)))
+        return items
+
+    @api.get("/metrics")
+    async def metrics(self) -> Response:
+        """Prometheus text format."""
+        self._ensure_started()
+        return Response(self._metrics.render(), media_type=CONTENT_TYPE)
+
+    def _check_admin(self, request: Request) -> None:
+        token = os.environ.get(self._serving.admin_token_env)
+        if not token:
+            return
+        header = request.headers.get("authorization", "")
+        if not header:
+            raise ApiError(401, "admin token required (Authorization: Bearer <token>)")
+        scheme, _, value = header.partition(" ")
+        if scheme.lower() != "bearer" or value.strip() != token:
+            raise ApiError(403, "invalid admin token")
+
+    @api.post("/admin/reload")
+    async def admin_reload(self, request: Request) -> Response:
+        """Re-resolve the registry aliases and hot-swap the model deployments."""
+        self._ensure_started()
+        try:
+            self._check_admin(request)
+        except ApiError as err:
+            self._count("champion", self._champion_version, "/admin/reload", err.status)
+            return err.response()
+        from serving.deploy import apply
+
+        started = time.monotonic()
+        try:
+            slots = await asyncio.to_thread(apply, self._args, reread_policy=True)
+        except Exception as exc:
+            log.exception("reload failed")
+            self._count("champion", self._champion_version, "/admin/reload", 500)
+            return ApiError(500, f"reload failed: {exc}").response()
+        await self.refresh_roles()
+        self._count("champion", self._champion_version, "/admin/reload", 200)
+        return JSONResponse(
+            {
+                "status": "reloaded",
+                "slots": {s: (r.version if r else None) for s, r in slots.items()},
+                "seconds": round(time.monotonic() - started, 3),
+            }
+        )
+
+
+# ------------------------------------------------------------------------------------ builder
+
+
+def slot_config(ref: ModelRef | None, fault: FaultSpec | dict | None = None) -> dict[str, Any]:
+    """The user_config dict of a model slot."""
+    fault_spec = FaultSpec.model_validate(fault) if isinstance(fault, dict) else fault
+    return SlotConfig(model=ref, fault=fault_spec).model_dump(mode="json")
+
+
+def build_app(args: AppArgs, slots: dict[str, ModelRef | None] | None = None) -> Any:
+    """The bound application: ingress -> champion + `max_shadows` shadow slots."""
+    slots = slots or {}
+    options = {"ray_actor_options": {"num_cpus": model_cpus(args)}}
+
+    def model(slot: str) -> Any:
+        return ModelServer.options(
+            name=slot, user_config=slot_config(slots.get(slot)), **options
+        ).bind(slot, args.tracking_uri, args.model_name)
+
+    champion = model(CHAMPION_SLOT)
+    shadows = [model(slot) for slot in shadow_slots(args.max_shadows)]
+    ingress = Ingress.options(
+        ray_actor_options={"num_cpus": INGRESS_CPUS},
+        user_config=IngressConfig(shadow_traffic_percent=args.shadow_traffic_percent).model_dump(),
+    )
+    return ingress.bind(args.model_dump(mode="json"), champion, shadows)
+
+
+def app_builder(args: dict[str, Any]) -> Any:
+    """Import path for `serve deploy`: args need only `config_path`; models from the aliases."""
+    app_args = AppArgs.from_builder_args(dict(args or {}))
+    try:
+        slots = resolve_slots(app_args.tracking_uri, app_args.model_name, app_args.max_shadows)
+    except Exception as exc:  # the registry may be down; serve nothing until a reload
+        log.error("cannot resolve the registry aliases: %s", exc)
+        slots = {}
+    return build_app(app_args, slots)

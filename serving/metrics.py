@@ -1,0 +1,134 @@
+"""Prometheus metrics of the serving app (the `mlops_*` names of DESIGN.md), no Ray.
+
+The ingress deployment sees every request, every champion answer and every shadow call, so it
+owns these counters in its own registry and `GET /metrics` renders them. The app runs one
+ingress replica (`serving.app.INGRESS_REPLICAS`); were it scaled out, each replica would answer
+`/metrics` with its own share, and Prometheus should scrape Ray's metrics port instead.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    disable_created_metrics,
+    generate_latest,
+)
+
+# `*_created` series double the output and nothing here reads them.
+disable_created_metrics()
+
+# Loopback requests take milliseconds; shadows can time out after seconds.
+LATENCY_BUCKETS = (
+    0.001, 0.0025, 0.005, 0.0075, 0.01, 0.015, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+)  # fmt: skip
+
+CONTENT_TYPE = CONTENT_TYPE_LATEST
+
+
+class ServingMetrics:
+    """The counters, gauges and histograms of one ingress replica."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.requests = Counter(
+            "mlops_requests_total",
+            "Requests by role, model version, endpoint and HTTP status (shadow: 200/422/500/504)",
+            ["role", "model_version", "endpoint", "code"],
+            registry=r,
+        )
+        self.latency = Histogram(
+            "mlops_request_latency_seconds",
+            "Latency of answered requests (champion: end to end in the ingress; shadow: the call)",
+            ["role", "model_version"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.predictions = Counter(
+            "mlops_predictions_total",
+            "Predicted rows by role, model version and predicted class",
+            ["role", "model_version", "class"],
+            registry=r,
+        )
+        self.shadow_dropped = Counter(
+            "mlops_shadow_mirror_dropped_total",
+            "Sampled shadow calls not made because max_inflight_shadow calls were in flight",
+            registry=r,
+        )
+        self.shadow_mirrored = Counter(
+            "mlops_shadow_mirrored_total",
+            "Shadow calls made, by shadow model version",
+            ["model_version"],
+            registry=r,
+        )
+        self.shadow_failures = Counter(
+            "mlops_shadow_failures_total",
+            "Shadow calls that failed (kind: error, timeout, invalid)",
+            ["model_version", "kind"],
+            registry=r,
+        )
+        self.shadow_inflight = Gauge(
+            "mlops_shadow_inflight", "Shadow calls in flight right now", registry=r
+        )
+        self.champion_info = Gauge(
+            "mlops_champion_info",
+            "1 for the model version that serves live traffic",
+            ["model_version"],
+            registry=r,
+        )
+        self.model_metric = Gauge(
+            "mlops_model_metric",
+            "Holdout metrics of the served versions, from their MLflow runs",
+            ["role", "model_version", "metric"],
+            registry=r,
+        )
+        self.input_warnings = Counter(
+            "mlops_input_warnings_total",
+            "Accepted inputs worth a look (kind: out_of_range, unknown_category, unknown_feature)",
+            ["feature", "kind"],
+            registry=r,
+        )
+        self.predlog_written = Counter(
+            "mlops_prediction_log_written_total",
+            "Prediction rows written to the lifecycle store",
+            registry=r,
+        )
+        self.predlog_dropped = Counter(
+            "mlops_prediction_log_dropped_total",
+            "Prediction rows dropped (queue full or store unreachable)",
+            registry=r,
+        )
+        self._champion_version: str | None = None
+        self._metric_labels: set[tuple[str, str, str]] = set()
+
+    def set_champion(self, version: str | None) -> None:
+        """Point `mlops_champion_info` at `version` (one series at a time)."""
+        if version == self._champion_version:
+            return
+        self.champion_info.clear()
+        if version is not None:
+            self.champion_info.labels(model_version=version).set(1)
+        self._champion_version = version
+
+    def set_model_metrics(self, served: Mapping[str, tuple[str, Mapping[str, float]]]) -> None:
+        """Replace `mlops_model_metric` with {role: (version, {metric: value})}."""
+        wanted = {
+            (role, version, name): value
+            for role, (version, metrics) in served.items()
+            for name, value in metrics.items()
+        }
+        for labels in self._metric_labels - set(wanted):
+            self.model_metric.remove(*labels)
+        for (role, version, name), value in wanted.items():
+            self.model_metric.labels(role=role, model_version=version, metric=name).set(value)
+        self._metric_labels = set(wanted)
+
+    def render(self) -> bytes:
+        """Prometheus text exposition of every metric."""
+        return generate_latest(self.registry)

@@ -1,0 +1,419 @@
+"""Start, reload and stop the serving app on a local Ray instance this process owns.
+
+- `start(settings, blocking=False)`: start a private local Ray (`address="local"`, its own
+  short temp dir, no dashboard), Serve on `serving.host:serving.port`, and the app; with
+  `blocking=True` serve until SIGINT/SIGTERM, then stop. This is `mlops serve`.
+- `start_detached(settings)`: the same in a background process (`python -m serving.runner`,
+  its own session), recorded in `MLOPS_HOME/serve.json` and `serve.pid`, log in `serve.log`.
+  This is `mlops serve --detach`.
+- `reload(settings)`: re-resolve the aliases and hot-swap (in process, or `POST /admin/reload`).
+- `stop(settings)`: stop only what we started: in process `serve.shutdown()` +
+  `ray.shutdown()`; otherwise SIGTERM to the recorded runner pid (its process group when it
+  was detached), checked against the recorded process start time. Never `ray stop`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import logging
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel
+
+log = logging.getLogger(__name__)
+
+STATE_FILE = "serve.json"
+PID_FILE = "serve.pid"
+LOG_FILE = "serve.log"
+DETACHED_ENV = "MLOPS_SERVE_DETACHED"
+STOP_TIMEOUT_S = 60.0
+
+
+class ServeHandleInfo(BaseModel):
+    """Where the app answers and who owns it."""
+
+    url: str
+    app_name: str
+    pid: int
+    pid_start: str | None = None
+    detached: bool = False
+    ray_temp_dir: str | None = None
+    slots: dict[str, str | None] = {}
+    started_at: str
+
+    def __str__(self) -> str:
+        served = ", ".join(f"{k}={v or '-'}" for k, v in self.slots.items())
+        return f"{self.url} pid {self.pid} [{served}]"
+
+
+class _InProcess:
+    """What this process started, so `stop` shuts down exactly that."""
+
+    def __init__(self, settings: Any, args: Any, info: ServeHandleInfo, owns_ray: bool) -> None:
+        self.settings = settings
+        self.args = args
+        self.info = info
+        self.owns_ray = owns_ray
+
+
+_RUNNING: _InProcess | None = None
+_LOCK = threading.Lock()
+
+
+def _ours(settings: Any) -> _InProcess | None:
+    """The app this process started for this project (same MLOPS_HOME), if any."""
+    running = _RUNNING
+    if running is None or Path(running.settings.home) != Path(settings.home):
+        return None
+    return running
+
+
+def _state_path(settings: Any) -> Path:
+    return Path(settings.home) / STATE_FILE
+
+
+def _pid_path(settings: Any) -> Path:
+    return Path(settings.home) / PID_FILE
+
+
+def _proc_stat(pid: int) -> list[str] | None:
+    """Fields of /proc/<pid>/stat after the command name (state first)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return stat.rsplit(")", 1)[1].split()
+
+
+def _proc_start(pid: int) -> str | None:
+    """The kernel's start time of `pid` (guards against a recycled pid)."""
+    fields = _proc_stat(pid)
+    return fields[19] if fields else None
+
+
+def _alive(pid: int, start: str | None) -> bool:
+    """True while `pid` runs and is the process that was recorded (zombies count as gone)."""
+    fields = _proc_stat(pid)
+    if fields is None:
+        return False
+    if fields[0] == "Z":
+        with contextlib.suppress(ChildProcessError, OSError):
+            os.waitpid(pid, os.WNOHANG)  # reap it when it is our child (start_detached)
+        return False
+    return start is None or fields[19] == start
+
+
+def read_state(settings: Any) -> ServeHandleInfo | None:
+    """The recorded server of this project, if its process still runs."""
+    path = _state_path(settings)
+    if not path.exists():
+        return None
+    try:
+        info = ServeHandleInfo.model_validate_json(path.read_text())
+    except ValueError:
+        return None
+    return info if _alive(info.pid, info.pid_start) else None
+
+
+def _read_pid_file(settings: Any) -> tuple[int | None, str | None]:
+    """`serve.pid` holds `<pid> <process start time>`."""
+    try:
+        parts = _pid_path(settings).read_text().split()
+        return int(parts[0]), (parts[1] if len(parts) > 1 else None)
+    except (OSError, ValueError, IndexError):
+        return None, None
+
+
+def _clear_state(settings: Any, pid: int) -> None:
+    with contextlib.suppress(OSError, ValueError):
+        if json.loads(_state_path(settings).read_text()).get("pid") == pid:
+            _state_path(settings).unlink()
+    if _read_pid_file(settings)[0] == pid:
+        _pid_path(settings).unlink(missing_ok=True)
+
+
+def _port_free(host: str, port: int) -> bool:
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def start(
+    settings: Any,
+    *,
+    blocking: bool = False,
+    log_to_driver: bool = True,
+    log_predictions: bool = True,
+    wait_s: float = 240.0,
+) -> ServeHandleInfo:
+    """Start a local Ray, Serve and the app; `blocking` serves until SIGINT/SIGTERM."""
+    global _RUNNING
+    with _LOCK:
+        if _RUNNING is not None:
+            raise RuntimeError(f"already serving from this process at {_RUNNING.info.url}")
+        other = read_state(settings)
+        if other is not None and other.pid != os.getpid():
+            raise RuntimeError(
+                f"a server of this project already runs (pid {other.pid}, {other.url}); "
+                "stop it with `mlops serve --stop`"
+            )
+        serving = settings.config.serving
+        if not _port_free(serving.host, serving.port):
+            raise RuntimeError(
+                f"port {serving.port} on {serving.host} is in use; free it or set serving.port"
+            )
+        os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+        import ray
+        from ray import serve
+
+        from serving.deploy import app_args_from_settings, apply, wait_for_app
+
+        settings.home.mkdir(parents=True, exist_ok=True)
+        owns_ray = not ray.is_initialized()
+        temp_dir = None
+        if owns_ray:
+            # A short private temp dir: Ray's socket paths must stay under 108 bytes, and a
+            # private dir keeps this cluster apart from any other Ray on the machine.
+            temp_dir = tempfile.mkdtemp(prefix="mlops-ray-", dir="/tmp")
+            ray.init(
+                address="local",
+                num_cpus=serving.num_cpus,
+                include_dashboard=False,
+                namespace="mlops-serve",
+                log_to_driver=log_to_driver,
+                _temp_dir=temp_dir,
+                # A fixed port for Prometheus' `ray` job (compose sets 8080); random otherwise.
+                _metrics_export_port=int(os.environ["MLOPS_RAY_METRICS_PORT"])
+                if os.environ.get("MLOPS_RAY_METRICS_PORT")
+                else None,
+            )
+        try:
+            serve.start(http_options={"host": serving.host, "port": serving.port})
+            args = app_args_from_settings(settings, log_predictions=log_predictions)
+            slots = apply(args, wait_s=wait_s)
+            wait_for_app(args.app_name, timeout_s=wait_s)
+        except BaseException:
+            with contextlib.suppress(Exception):
+                serve.shutdown()
+            if owns_ray:
+                ray.shutdown()
+                shutil.rmtree(temp_dir or "", ignore_errors=True)
+            raise
+        pid = os.getpid()
+        info = ServeHandleInfo(
+            url=f"http://{serving.host}:{serving.port}",
+            app_name=args.app_name,
+            pid=pid,
+            pid_start=_proc_start(pid),
+            detached=os.environ.get(DETACHED_ENV) == "1",
+            ray_temp_dir=temp_dir,
+            slots={s: (r.version if r else None) for s, r in slots.items()},
+            started_at=datetime.now(UTC).isoformat(),
+        )
+        _state_path(settings).write_text(info.model_dump_json(indent=2))
+        _RUNNING = _InProcess(settings, args, info, owns_ray)
+        log.info("serving %s", info)
+    if blocking:
+        _serve_until_signal()
+        stop(settings)
+    return info
+
+
+def _serve_until_signal() -> None:
+    done = threading.Event()
+
+    def handler(signum: int, _frame: Any) -> None:
+        log.info("signal %d: stopping", signum)
+        done.set()
+
+    previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        while not done.wait(1.0):
+            pass
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+def _stop_in_process() -> None:
+    global _RUNNING
+    import ray
+    from ray import serve
+
+    running = _RUNNING
+    if running is None:
+        return
+    try:
+        serve.shutdown()  # graceful: the ingress flushes its prediction log
+    except Exception as exc:
+        log.warning("serve.shutdown failed: %s", exc)
+    if running.owns_ray:
+        ray.shutdown()
+        shutil.rmtree(running.info.ray_temp_dir or "", ignore_errors=True)
+    _clear_state(running.settings, running.info.pid)
+    _RUNNING = None
+
+
+def stop(settings: Any, timeout_s: float = STOP_TIMEOUT_S) -> bool:
+    """Stop the server this process or this project started; False when none was running."""
+    with _LOCK:
+        if _ours(settings) is not None:
+            _stop_in_process()
+            return True
+    info = read_state(settings)
+    if info is None:
+        pid, start_time = _read_pid_file(settings)
+        _state_path(settings).unlink(missing_ok=True)
+        if pid is not None and _alive(pid, start_time):
+            # A detached runner that has not got as far as serving yet.
+            return _terminate(settings, pid, start_time, True, timeout_s)
+        _pid_path(settings).unlink(missing_ok=True)
+        return False
+    return _terminate(settings, info.pid, info.pid_start, info.detached, timeout_s)
+
+
+def _terminate(
+    settings: Any, pid: int, start_time: str | None, detached: bool, timeout_s: float
+) -> bool:
+    """SIGTERM the runner (it shuts Serve and Ray down), then SIGKILL what it started."""
+    group = detached and os.getpgid(pid) == pid
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        _clear_state(settings, pid)
+        return False
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline and _alive(pid, start_time):
+        time.sleep(0.2)
+    if _alive(pid, start_time):
+        log.warning("runner %d ignored SIGTERM for %gs; killing it", pid, timeout_s)
+        with contextlib.suppress(ProcessLookupError):
+            if group:
+                os.killpg(pid, signal.SIGKILL)  # its own session: only what it started
+            else:
+                os.kill(pid, signal.SIGKILL)
+    _clear_state(settings, pid)
+    return True
+
+
+def start_detached(settings: Any, *, wait_s: float = 300.0) -> ServeHandleInfo:
+    """Run `start(blocking=True)` in a background session; return once it serves."""
+    running = read_state(settings)
+    if running is not None:
+        raise RuntimeError(f"a server of this project already runs (pid {running.pid})")
+    settings.home.mkdir(parents=True, exist_ok=True)
+    log_path = Path(settings.home) / LOG_FILE
+    env = dict(os.environ, MLOPS_HOME=str(settings.home), RAY_USAGE_STATS_ENABLED="0")
+    env[DETACHED_ENV] = "1"
+    cmd = [sys.executable, "-m", "serving.runner", "--config", str(settings.config_path)]
+    with open(log_path, "ab") as logf:
+        proc = subprocess.Popen(
+            cmd,
+            stdin=subprocess.DEVNULL,
+            stdout=logf,
+            stderr=subprocess.STDOUT,
+            env=env,
+            cwd=str(settings.project_dir),
+            start_new_session=True,
+        )
+    _pid_path(settings).write_text(f"{proc.pid} {_proc_start(proc.pid) or ''}\n")
+    deadline = time.monotonic() + wait_s
+    while time.monotonic() < deadline:
+        code = proc.poll()
+        if code is not None:
+            tail = log_path.read_text(errors="replace")[-2000:]
+            _pid_path(settings).unlink(missing_ok=True)
+            raise RuntimeError(f"the server exited with code {code}; log {log_path}:\n{tail}")
+        info = read_state(settings)
+        if info is not None and info.pid == proc.pid:
+            return info
+        time.sleep(0.5)
+    stop(settings)
+    raise TimeoutError(f"the server did not start in {wait_s:g}s; see {log_path}")
+
+
+def reload(settings: Any, *, timeout_s: float = 300.0) -> dict[str, str | None]:
+    """Re-resolve the aliases and hot-swap; returns {slot: version or None}."""
+    with _LOCK:
+        running = _ours(settings)
+    if running is not None:
+        from serving.deploy import apply
+
+        slots = apply(running.args, reread_policy=True)
+        return {s: (r.version if r else None) for s, r in slots.items()}
+    import httpx
+
+    serving = settings.config.serving
+    headers = {}
+    token = os.environ.get(serving.admin_token_env)
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    url = f"http://{serving.host}:{serving.port}/admin/reload"
+    try:
+        resp = httpx.post(url, headers=headers, timeout=timeout_s)
+    except httpx.HTTPError as exc:
+        raise RuntimeError(f"no server answers at {url}: {exc}") from None
+    if resp.status_code != 200:
+        raise RuntimeError(f"reload refused ({resp.status_code}): {resp.text[:300]}")
+    return dict(resp.json().get("slots", {}))
+
+
+def apply_overrides(
+    *,
+    faults: dict[str, Any] | None = None,
+    shadow_traffic_percent: float | None = None,
+    shadow_timeout_s: float | None = None,
+    max_inflight_shadow: int | None = None,
+) -> dict[str, str | None]:
+    """Re-apply the app started in this process with overrides (faults are for tests only).
+
+    Overrides last until the next apply: a reload resets them to the configured values.
+    """
+    with _LOCK:
+        running = _RUNNING
+    if running is None:
+        raise RuntimeError("no app was started in this process")
+    from serving.deploy import apply
+
+    slots = apply(
+        running.args,
+        faults=faults,
+        shadow_traffic_percent=shadow_traffic_percent,
+        shadow_timeout_s=shadow_timeout_s,
+        max_inflight_shadow=max_inflight_shadow,
+    )
+    return {s: (r.version if r else None) for s, r in slots.items()}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m serving.runner --config config/config.yaml`: serve in the foreground."""
+    parser = argparse.ArgumentParser(prog="serving.runner", description=main.__doc__)
+    parser.add_argument("--config", default=None, help="config/config.yaml (or MLOPS_CONFIG)")
+    ns = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    from mlops_assets.settings import load_settings
+
+    settings = load_settings(ns.config)
+    start(settings, blocking=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

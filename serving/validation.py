@@ -1,0 +1,212 @@
+"""Request validation against a model version's stored InputSchema (no Ray, no torch).
+
+Errors name the field (`features.age`, `instances[3].contract`) and become a 422. Things a
+model can still answer (a number outside the training range, an unseen category when the
+schema allows unknowns, an extra key) are warnings: counted, never refused.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from pydantic import BaseModel
+
+from mlops_assets.lifecycle.bundle import BOOL_FALSE_STRS, BOOL_TRUE_STRS
+from mlops_assets.lifecycle.schema import FeatureSpec, InputSchema
+
+MAX_REPORTED_ERRORS = 20
+MAX_REPORTED_WARNINGS = 50
+_INF = math.inf
+
+
+def _error(out: ValidationResult, field: str, message: str, kind: str = "invalid") -> None:
+    out.errors.append(FieldIssue(field=field, message=message, kind=kind))
+
+
+class FieldIssue(BaseModel):
+    """One problem with one field of a request."""
+
+    field: str
+    message: str
+    kind: str = "invalid"
+
+
+class ValidationResult(BaseModel):
+    """Cleaned records (only schema features, in schema order) plus errors and warnings."""
+
+    records: list[dict[str, Any]]
+    errors: list[FieldIssue]
+    warnings: list[FieldIssue]
+    # Every warning counted by (feature, kind), even past the reported ones.
+    warning_counts: dict[tuple[str, str], int] = {}
+
+    def warn(self, field: str, feature: str, message: str, kind: str) -> None:
+        """Record one warning (the first MAX_REPORTED_WARNINGS are kept in full)."""
+        key = (feature, kind)
+        self.warning_counts[key] = self.warning_counts.get(key, 0) + 1
+        if len(self.warnings) < MAX_REPORTED_WARNINGS:
+            self.warnings.append(FieldIssue(field=field, message=message, kind=kind))
+
+    @property
+    def ok(self) -> bool:
+        """True when no error was found."""
+        return not self.errors
+
+
+def _type_name(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int | float):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, Mapping):
+        return "object"
+    if isinstance(value, list | tuple):
+        return "array"
+    return type(value).__name__
+
+
+def _check_number(spec: FeatureSpec, value: Any, field: str, out: ValidationResult) -> Any:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        _error(out, field, f"expected a number, got {_type_name(value)}")
+        return None
+    number = float(value)
+    if not math.isfinite(number):
+        out.errors.append(FieldIssue(field=field, message="must be a finite number"))
+        return None
+    if spec.min is not None and number < spec.min:
+        out.warn(
+            field,
+            spec.name,
+            f"{number:g} is below the training minimum {spec.min:g}",
+            "out_of_range",
+        )
+    elif spec.max is not None and number > spec.max:
+        out.warn(
+            field,
+            spec.name,
+            f"{number:g} is above the training maximum {spec.max:g}",
+            "out_of_range",
+        )
+    return value
+
+
+def _check_category(spec: FeatureSpec, value: Any, field: str, out: ValidationResult) -> Any:
+    if isinstance(value, bool) or not isinstance(value, str | int):
+        _error(out, field, f"expected a string, got {_type_name(value)}")
+        return None
+    text = str(value)
+    if spec.categories and text not in spec.categories:
+        if not spec.allow_unknown:
+            allowed = ", ".join(spec.categories[:20])
+            out.errors.append(
+                FieldIssue(field=field, message=f"unknown category {text!r}; allowed: {allowed}")
+            )
+            return None
+        out.warn(
+            field, spec.name, f"category {text!r} was not seen in training", "unknown_category"
+        )
+    return text
+
+
+def _check_binary(
+    spec: FeatureSpec, value: Any, field: str, out: ValidationResult, strings: set[str] | None
+) -> Any:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        if value in (0, 1):
+            return value
+        _error(out, field, f"expected true/false or 0/1, got {value!r}")
+        return None
+    if isinstance(value, str):
+        text = value.strip()
+        if (strings and text in strings) or text.lower() in BOOL_TRUE_STRS | BOOL_FALSE_STRS:
+            return value
+        allowed = sorted(strings) if strings else ["true", "false"]
+        out.errors.append(
+            FieldIssue(field=field, message=f"{value!r} is not a boolean; use one of {allowed}")
+        )
+        return None
+    _error(out, field, f"expected a boolean, got {_type_name(value)}")
+    return None
+
+
+def validate_records(
+    schema: InputSchema,
+    records: Sequence[Any],
+    prefix: str,
+    *,
+    single: bool = False,
+    binary_strings: Mapping[str, set[str]] | None = None,
+) -> ValidationResult:
+    """Check every record against `schema`; `single` names fields `prefix.x`, else `prefix[i].x`.
+
+    The common case (a finite number in range, a known category) is checked inline; anything
+    else goes through the careful per-type checks that word the errors and warnings.
+    """
+    out = ValidationResult(records=[], errors=[], warnings=[], warning_counts={})
+    known = set(schema.names)
+    specs = [
+        (
+            spec.name,
+            spec.type,
+            -_INF if spec.min is None else spec.min,
+            _INF if spec.max is None else spec.max,
+            frozenset(spec.categories) if spec.categories else None,
+            spec,
+        )
+        for spec in schema.features
+    ]
+    strings_of = binary_strings or {}
+    for i, record in enumerate(records):
+        where = prefix if single else f"{prefix}[{i}]"
+        if len(out.errors) >= MAX_REPORTED_ERRORS:
+            break
+        if not isinstance(record, Mapping):
+            _error(out, where, f"expected an object, got {_type_name(record)}")
+            continue
+        clean: dict[str, Any] = {}
+        for name, ftype, lo, hi, cats, spec in specs:
+            if name not in record:
+                _error(out, f"{where}.{name}", "is missing", "missing")
+                continue
+            value = record[name]
+            if value is None:
+                if not spec.nullable:
+                    _error(out, f"{where}.{name}", "must not be null")
+                clean[name] = None
+                continue
+            kind = type(value)
+            if ftype == "number":
+                if (kind is float or kind is int) and lo <= value <= hi and -_INF < value < _INF:
+                    clean[name] = value
+                else:
+                    clean[name] = _check_number(spec, value, f"{where}.{name}", out)
+            elif ftype == "category":
+                if kind is str and (cats is None or value in cats):
+                    clean[name] = value
+                else:
+                    clean[name] = _check_category(spec, value, f"{where}.{name}", out)
+            else:
+                clean[name] = _check_binary(
+                    spec, value, f"{where}.{name}", out, strings_of.get(name)
+                )
+        if len(record) > len(clean):
+            for key in record:
+                if key not in known:
+                    # One label for every unknown key: request keys must not grow metric labels.
+                    out.warn(
+                        f"{where}.{key}",
+                        "(unknown)",
+                        "not a model input; ignored",
+                        "unknown_feature",
+                    )
+        out.records.append(clean)
+    del out.errors[MAX_REPORTED_ERRORS:]
+    return out
