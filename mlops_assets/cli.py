@@ -197,9 +197,9 @@ def _print_cycle_report(report: dict[str, Any]) -> None:
     cd = assets.get("champion_deployment")
     ev = assets.get("evaluation_report")
     if cd:
+        when = "decided earlier, not re-applied" if cd.get("already_decided") else cd["status"]
         click.echo(
-            f"\ndecision: {cd['decision']} ({cd['status']})  champion is now "
-            f"v{cd['champion_version']}"
+            f"\ndecision: {cd['decision']} ({when})  champion is now v{cd['champion_version']}"
         )
         click.echo(str(cd.get("reasons", "")))
     elif ev:

@@ -50,6 +50,10 @@ def stage_file(settings: Settings, data_path: Path) -> Path:
     return dest
 
 
+def _dagster_log_level() -> str:
+    return "DEBUG" if logging.getLogger().isEnabledFor(logging.DEBUG) else "INFO"
+
+
 def run_cycle_for_file(
     settings: Settings, data_path: Path, *, evaluate: bool, tags: dict[str, str] | None = None
 ) -> dict[str, Any]:
@@ -90,6 +94,8 @@ def materialize(
         instance=instance,
         resources=defs.resources,
         tags={"mlops/trigger": "cli", **(tags or {})},
+        # Dagster's per-event DEBUG lines drown the progress output; `mlops -v` keeps them.
+        run_config={"loggers": {"console": {"config": {"log_level": _dagster_log_level()}}}},
         raise_on_error=False,
     )
     report: dict[str, Any] = {

@@ -26,13 +26,20 @@ def champion_deployment(
     settings = lifecycle.settings()
     applied = manager.apply_decision(settings, evaluation_report.record)
     champion = manager.alias_version(lifecycle.mlflow(), settings.model_name, Alias.CHAMPION)
-    context.log.info(f"{applied.decision} applied; champion is now v{champion}")
+    if evaluation_report.already_decided:
+        context.log.info(
+            f"{applied.decision} was applied earlier (decision {applied.id}); nothing to do. "
+            f"The champion is v{champion}."
+        )
+    else:
+        context.log.info(f"{applied.decision} applied; champion is now v{champion}")
     return dg.MaterializeResult(
         value=applied,
         metadata={
             "decision": applied.decision.value,
             "decision_id": applied.id,
             "status": applied.status.value,
+            "already_decided": evaluation_report.already_decided,
             "reasons": dg.MetadataValue.md("\n".join(f"- {r}" for r in applied.reasons)),
             "champion_version": champion or "none",
             "challenger_version": applied.challenger_version or "none",
