@@ -24,7 +24,7 @@ TEST_OVERRIDES: dict[str, Any] = {
     # A port nobody listens on: apply_decision's reload call must not reach a real server.
     "serving": {"port": 1},
 }
-TEST_TRAINER = {"epochs": 2, "batch_size": 64, "learning_rate": 0.005}
+TEST_TRAINER = {"epochs": 2, "batch_size": 64, "eval_batch_size": 512, "learning_rate": 0.005}
 
 
 def _merge(base: dict, extra: dict) -> dict:

@@ -101,17 +101,15 @@ def validate_file(
 
 def champion_schema(settings: Settings, client: MlflowClient) -> Any | None:
     """The input schema stored with the current champion, or None without a champion."""
-    import mlflow
-
     from mlops_assets.lifecycle.schema import InputSchema
+    from mlops_assets.lifecycle.training import read_run_text
 
     version = alias_version(client, settings.model_name, Alias.CHAMPION)
     if version is None:
         return None
     mv = client.get_model_version(settings.model_name, version)
-    mlflow.set_tracking_uri(settings.tracking_uri)
     try:
-        text = mlflow.artifacts.load_text(f"runs:/{mv.run_id}/schema.json")
+        text = read_run_text(client, mv.run_id, "schema.json")
     except Exception:  # an old version without a stored schema
         return None
     return InputSchema.model_validate_json(text)

@@ -21,7 +21,7 @@ import os
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -179,20 +179,42 @@ def find_existing_version(
     return None
 
 
-def ensure_experiment(settings: Settings) -> str:
-    """Create the experiment if needed (with an explicit artifact location) and return its id."""
+@contextlib.contextmanager
+def fluent_tracking_uri(uri: str) -> Iterator[None]:
+    """Point MLflow's fluent API (`mlflow.start_run`, `mlflow.log_*`) at `uri` for a block.
+
+    `mlflow.set_tracking_uri` also sets the `MLFLOW_TRACKING_URI` environment variable, which
+    would leak into every later Settings in this process (another project, another test);
+    this restores both afterwards.
+    """
     import mlflow
 
-    mlflow.set_tracking_uri(settings.tracking_uri)
+    previous = os.environ.get("MLFLOW_TRACKING_URI")
+    mlflow.set_tracking_uri(uri)
+    try:
+        yield
+    finally:
+        mlflow.set_tracking_uri(previous)
+
+
+def read_run_text(client: Any, run_id: str, path: str) -> str:
+    """The text of one run artifact, read through `client` (no global MLflow state)."""
+    with tempfile.TemporaryDirectory(prefix="mlops-artifact-") as tmp:
+        local = client.download_artifacts(run_id, path, tmp)
+        return Path(local).read_text(encoding="utf-8")
+
+
+def ensure_experiment(settings: Settings, client: Any) -> str:
+    """Create the experiment if needed (with an explicit artifact location) and return its id."""
     name = settings.config.mlflow.experiment_name
-    exp = mlflow.get_experiment_by_name(name)
+    exp = client.get_experiment_by_name(name)
     if exp is not None:
         return exp.experiment_id
     location = None
     if not settings.tracking_uri.startswith(("http://", "https://", "databricks")):
         settings.artifact_root.mkdir(parents=True, exist_ok=True)
         location = settings.artifact_root.as_uri()
-    return mlflow.create_experiment(name, artifact_location=location)
+    return client.create_experiment(name, artifact_location=location)
 
 
 def predict_frame(model: Any, frame: pd.DataFrame, classes: list[str], target: str) -> np.ndarray:
@@ -238,15 +260,15 @@ def train_challenger(
     data_sha = ",".join(f.sha256 for f in data_files)
     config_hash = settings.ludwig_config_hash()
     seed = settings.config.ludwig.random_seed
-    experiment_id = ensure_experiment(settings)
     client = MlflowClient(settings.tracking_uri)
+    experiment_id = ensure_experiment(settings, client)
     name = settings.model_name
 
     existing = None if force else find_existing_version(client, name, data_sha, config_hash, seed)
     if existing is not None:
         say(f"version {existing.version} was already trained on this data and config; reusing it")
         run = client.get_run(existing.run_id)
-        schema_json = mlflow.artifacts.load_text(f"runs:/{existing.run_id}/schema.json")
+        schema_json = read_run_text(client, existing.run_id, "schema.json")
         metrics = {
             k.removeprefix("holdout."): v
             for k, v in run.data.metrics.items()
@@ -280,7 +302,10 @@ def train_challenger(
         f"training on {len(splits.train)} rows (validation {len(splits.validation)}, "
         f"holdout {len(splits.holdout)}), {len(schema.features)} input features"
     )
-    with tempfile.TemporaryDirectory(prefix="mlops-train-") as tmp:
+    with (
+        tempfile.TemporaryDirectory(prefix="mlops-train-") as tmp,
+        fluent_tracking_uri(settings.tracking_uri),
+    ):
         tmpdir = Path(tmp)
         with mlflow.start_run(
             experiment_id=experiment_id,

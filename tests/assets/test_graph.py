@@ -10,6 +10,7 @@ from mlflow import MlflowClient
 
 from mlops_assets.lifecycle import manager
 from mlops_assets.lifecycle.states import STATE_TAG, Alias, Decision
+from mlops_assets.lifecycle.training import read_run_text
 from mlops_assets.pipeline import run_cycle_for_file
 from mlops_assets.settings import load_settings
 from mlops_assets.validation import file_sha256
@@ -147,10 +148,7 @@ def test_own_csv_with_other_target_and_inferred_features(make_project) -> None:
     assert mv.tags["data.sha256"] == file_sha256(path)
     import json
 
-    import mlflow
-
-    mlflow.set_tracking_uri(settings.tracking_uri)
-    schema = json.loads(mlflow.artifacts.load_text(f"runs:/{mv.run_id}/schema.json"))
+    schema = json.loads(read_run_text(client, mv.run_id, "schema.json"))
     types = {f["name"]: f["type"] for f in schema["features"]}
     assert types == {"x1": "number", "visits": "number", "colour": "category", "flag": "binary"}
     assert schema["target"] == "churned"
