@@ -88,7 +88,7 @@ def write_project(root: Path, port: int) -> Path:
     )
     (root / "config" / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
     lud = yaml.safe_load((REPO / "config" / "ludwig_config.yaml").read_text())
-    lud["trainer"] = {"epochs": 2, "batch_size": 64, "learning_rate": 0.005}
+    lud["trainer"] = {"epochs": 2, "batch_size": 64, "eval_batch_size": 512, "learning_rate": 0.005}
     lud["combiner"]["output_size"] = 16
     (root / "config" / "ludwig_config.yaml").write_text(yaml.safe_dump(lud, sort_keys=False))
     return root / "config" / "config.yaml"

@@ -73,7 +73,7 @@ def ludwig_config(binary_target: bool = True) -> dict[str, Any]:
             else {"name": "contract_out", "type": "category"}
         ],
         "combiner": {"type": "concat", "output_size": 16},
-        "trainer": {"epochs": 2, "batch_size": 64, "learning_rate": 0.005},
+        "trainer": {"epochs": 2, "batch_size": 64, "eval_batch_size": 512, "learning_rate": 0.005},
     }
 
 
