@@ -12,7 +12,7 @@ import base64
 import logging
 import shutil
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -149,6 +149,7 @@ def evaluate_challenger(
     dagster_run_id: str | None = None,
 ) -> EvaluationResult:
     """Score challenger `version` and the current champion on the same holdout and decide."""
+    from mlops_assets.lifecycle.manager import alias_version
     from mlops_assets.lifecycle.policy import ModelEvaluation, decide_offline
     from mlops_assets.lifecycle.report import decision_markdown, render_plots
 
@@ -161,7 +162,7 @@ def evaluate_challenger(
     y_true = normalise_labels(holdout[target].astype(str).to_numpy(), classes)
 
     row_ids = holdout["__row_id"].to_numpy() if "__row_id" in holdout.columns else None
-    champion_version = _alias(client, settings.model_name, Alias.CHAMPION)
+    champion_version = alias_version(client, settings.model_name, Alias.CHAMPION)
     if champion_version == version:
         champion_version = None
     champion: ScoredModel | None = None
@@ -234,22 +235,3 @@ def evaluate_challenger(
         plots={k: str(v) for k, v in plots.items()},
         report_dir=str(report_dir),
     )
-
-
-def _alias(client: MlflowClient, name: str, alias: Alias) -> str | None:
-    try:
-        return str(client.get_model_version_by_alias(name, alias.value).version)
-    except Exception:  # MLflow raises when the alias (or the model) does not exist
-        return None
-
-
-def version_info(client: MlflowClient, name: str, version: str) -> dict[str, Any]:
-    """Tags, run id and creation time of one registered version."""
-    mv = client.get_model_version(name, version)
-    return {
-        "version": str(mv.version),
-        "run_id": mv.run_id,
-        "tags": dict(mv.tags or {}),
-        "created": mv.creation_timestamp,
-        "aliases": list(mv.aliases or []),
-    }

@@ -220,15 +220,12 @@ def ensure_experiment(settings: Settings, client: Any) -> str:
 def predict_frame(model: Any, frame: pd.DataFrame, classes: list[str], target: str) -> np.ndarray:
     """P(class) columns in `classes` order from `LudwigModel.predict` on `frame`."""
     preds, _ = model.predict(frame, skip_save_predictions=True, skip_save_unprocessed_output=True)
-    cols = []
-    for cls in classes:
-        for name in (f"{target}_probabilities_{cls}",):
-            if name in preds.columns:
-                cols.append(preds[name].to_numpy(dtype=float))
-                break
-        else:
-            raise KeyError(f"Ludwig output has no probability column for class {cls!r}")
-    return np.column_stack(cols)
+    missing = [c for c in classes if f"{target}_probabilities_{c}" not in preds.columns]
+    if missing:
+        raise KeyError(f"Ludwig output has no probability column for classes {missing}")
+    return np.column_stack(
+        [preds[f"{target}_probabilities_{c}"].to_numpy(dtype=float) for c in classes]
+    )
 
 
 def model_classes(model: Any, target: str) -> list[str]:
