@@ -6,8 +6,6 @@ Each test works in its own PostgreSQL schema, dropped afterwards, so runs never 
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 import threading
 import uuid
 from collections.abc import Iterator
@@ -16,6 +14,7 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
+from tests_support import check_lock_exclusive_between_processes
 
 from mlops_assets.lifecycle.records import DecisionRecord, DecisionStatus
 from mlops_assets.lifecycle.states import Actor, Decision
@@ -212,37 +211,8 @@ def test_lock_between_threads_with_expiry_takeover(store: LifecycleStore, tmp_pa
     assert store.release_lock(fresh) is True
 
 
-_HOLD_LOCK = """
-import sys
-from mlops_assets.lifecycle.store import LifecycleStore
-store = LifecycleStore(sys.argv[1])
-with store.transition_lock("churn", owner="other-process"):
-    print("locked", flush=True)
-    sys.stdin.readline()
-print("released", flush=True)
-"""
-
-
 def test_lock_between_processes(pg_url: str, store: LifecycleStore):
-    proc = subprocess.Popen(
-        [sys.executable, "-c", _HOLD_LOCK, pg_url],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-        cwd=REPO,
-    )
-    try:
-        assert proc.stdout.readline().strip() == "locked"
-        with pytest.raises(LockBusy, match="other-process"):
-            store.acquire_lock("transition:churn", "here", wait=0.3)
-        proc.stdin.write("\n")
-        proc.stdin.flush()
-        assert proc.stdout.readline().strip() == "released"
-        with store.transition_lock("churn", owner="here", wait=10):
-            pass
-    finally:
-        proc.kill()
-        proc.wait(30)
+    check_lock_exclusive_between_processes(pg_url, store)
 
 
 def test_registry_moves_with_a_postgres_store(store: LifecycleStore, tmp_path: Path):

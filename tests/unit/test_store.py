@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
+from tests_support import check_lock_exclusive_between_processes
 
 from mlops_assets.lifecycle.records import DecisionRecord, DecisionStatus, utcnow
 from mlops_assets.lifecycle.states import Actor, Decision
@@ -453,37 +454,8 @@ def test_expired_lock_is_taken_over_and_not_released_by_its_old_owner(store: Lif
     assert store.release_lock(fresh) is True
 
 
-_HOLD_LOCK = """
-import sys
-from mlops_assets.lifecycle.store import LifecycleStore
-store = LifecycleStore(sys.argv[1])
-with store.transition_lock("churn", owner="other-process"):
-    print("locked", flush=True)
-    sys.stdin.readline()
-print("released", flush=True)
-"""
-
-
 def test_lock_is_exclusive_between_processes(url: str, store: LifecycleStore):
-    proc = subprocess.Popen(
-        [sys.executable, "-c", _HOLD_LOCK, url],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-        cwd=REPO,
-    )
-    try:
-        assert proc.stdout.readline().strip() == "locked"
-        with pytest.raises(LockBusy, match="other-process"):
-            store.acquire_lock("transition:churn", "this-process", wait=0.3)
-        proc.stdin.write("\n")
-        proc.stdin.flush()
-        assert proc.stdout.readline().strip() == "released"
-        with store.transition_lock("churn", owner="this-process", wait=10):
-            pass
-    finally:
-        proc.kill()
-        proc.wait(30)
+    check_lock_exclusive_between_processes(url, store)
 
 
 _WRITER = """
