@@ -52,3 +52,30 @@ def check_lock_exclusive_between_processes(url: str, store) -> None:
     finally:
         proc.kill()
         proc.wait(30)
+
+
+def check_lock_serialises_threads(store, tmp_path) -> None:
+    """Four threads increment a file counter under the transition lock: no update is lost."""
+    import threading
+
+    counter = tmp_path / "counter"
+    counter.write_text("0")
+    errors: list[BaseException] = []
+
+    def work(name: str) -> None:
+        try:
+            for _ in range(5):
+                with store.transition_lock("churn", owner=name, wait=60):
+                    value = int(counter.read_text())
+                    threading.Event().wait(0.002)  # widen the race window
+                    counter.write_text(str(value + 1))
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(f"t{i}",)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert errors == []
+    assert counter.read_text() == "20"

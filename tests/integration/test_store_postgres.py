@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-from tests_support import check_lock_exclusive_between_processes
+from tests_support import check_lock_exclusive_between_processes, check_lock_serialises_threads
 
 from mlops_assets.lifecycle.records import DecisionRecord, DecisionStatus
 from mlops_assets.lifecycle.states import Actor, Decision
@@ -181,27 +181,7 @@ def test_prediction_log_labels_and_pairs(store: LifecycleStore):
 
 
 def test_lock_between_threads_with_expiry_takeover(store: LifecycleStore, tmp_path: Path):
-    counter = tmp_path / "counter"
-    counter.write_text("0")
-    errors: list[BaseException] = []
-
-    def work(name: str) -> None:
-        try:
-            for _ in range(5):
-                with store.transition_lock("churn", owner=name, wait=60):
-                    value = int(counter.read_text())
-                    threading.Event().wait(0.002)
-                    counter.write_text(str(value + 1))
-        except BaseException as exc:
-            errors.append(exc)
-
-    threads = [threading.Thread(target=work, args=(f"t{i}",)) for i in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(120)
-    assert errors == []
-    assert counter.read_text() == "20"
+    check_lock_serialises_threads(store, tmp_path)
 
     stale = store.acquire_lock("transition:churn", "crashed", ttl=timedelta(0), wait=0)
     fresh = store.acquire_lock("transition:churn", "next", wait=0)

@@ -20,6 +20,8 @@ import numpy as np
 import pandas as pd
 import yaml
 
+from mlops_assets.datagen import generate_frame
+
 REPO = Path(__file__).resolve().parents[2]
 MODEL_NAME = "churn-classifier"
 ADMIN_TOKEN_ENV = "MLOPS_TEST_SERVING_ADMIN_TOKEN"
@@ -28,18 +30,6 @@ MAX_BATCH = 100
 MAX_BODY = 100_000
 SHADOW_TIMEOUT_S = 2.0
 MAX_INFLIGHT_SHADOW = 8
-
-NUMERIC = [
-    "age",
-    "tenure_months",
-    "monthly_charges",
-    "total_charges",
-    "num_support_calls",
-    "avg_session_minutes",
-    "data_usage_gb",
-    "days_since_last_login",
-]
-CATEGORICAL = ["contract", "payment_method", "region"]
 
 
 def free_port() -> int:
@@ -50,20 +40,8 @@ def free_port() -> int:
 
 
 def churn_frame(samples: int, seed: int, drift: bool = False) -> pd.DataFrame:
-    """Churn-like rows (the shared generator when present, else a tiny local one)."""
-    try:
-        from mlops_assets.datagen import generate_frame
-
-        return generate_frame(samples, seed=seed, drift=drift)
-    except ImportError:
-        rng = np.random.default_rng(seed)
-        frame = pd.DataFrame({c: rng.gamma(2.0, 10.0, samples) for c in NUMERIC})
-        frame["age"] = rng.integers(18, 90, samples)
-        frame["contract"] = rng.choice(["month-to-month", "one-year", "two-year"], samples)
-        frame["payment_method"] = rng.choice(["credit-card", "bank-transfer"], samples)
-        frame["region"] = rng.choice(["north", "south", "east"], samples)
-        frame["target"] = (rng.random(samples) < (0.5 if drift else 0.3)).astype(int)
-        return frame
+    """Churn-like rows from the project's sample-data generator."""
+    return generate_frame(samples, seed=seed, drift=drift)
 
 
 def write_project(root: Path, port: int) -> Path:

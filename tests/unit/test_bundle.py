@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from mlops_assets.datagen import CATEGORICAL_COLUMNS, NUMERIC_COLUMNS, generate_frame
 from mlops_assets.lifecycle.bundle import (
     INFERENCE_FILE,
     LUDWIG_DIR,
@@ -28,32 +29,10 @@ from mlops_assets.lifecycle.schema import infer_schema
 
 pytestmark = pytest.mark.slow
 
-NUMERIC = [
-    "age",
-    "tenure_months",
-    "monthly_charges",
-    "total_charges",
-    "num_support_calls",
-    "avg_session_minutes",
-    "data_usage_gb",
-    "days_since_last_login",
-]
-CATEGORICAL = ["contract", "payment_method", "region"]
-
 
 def churn_frame(samples: int, seed: int) -> pd.DataFrame:
     """Sample churn data plus two binary inputs (strings yes/no and Python bools)."""
-    try:
-        from mlops_assets.datagen import generate_frame
-
-        frame = generate_frame(samples, seed=seed)
-    except ImportError:  # datagen is another engineer's module; keep this test independent
-        rng = np.random.default_rng(seed)
-        frame = pd.DataFrame({c: rng.normal(30, 10, samples) for c in NUMERIC})
-        frame["contract"] = rng.choice(["month-to-month", "one-year", "two-year"], samples)
-        frame["payment_method"] = rng.choice(["card", "bank", "check"], samples)
-        frame["region"] = rng.choice(["north", "south"], samples)
-        frame["target"] = (rng.random(samples) < 0.3).astype(int)
+    frame = generate_frame(samples, seed=seed)
     rng = np.random.default_rng(seed + 1)
     frame["paperless"] = rng.choice(["yes", "no"], samples)
     frame["has_partner"] = rng.random(samples) < 0.4
@@ -64,8 +43,8 @@ def ludwig_config(binary_target: bool = True) -> dict[str, Any]:
     """A tiny ECD config over every input type the fast path supports."""
     return {
         "model_type": "ecd",
-        "input_features": [{"name": c, "type": "number"} for c in NUMERIC]
-        + [{"name": c, "type": "category"} for c in CATEGORICAL]
+        "input_features": [{"name": c, "type": "number"} for c in NUMERIC_COLUMNS]
+        + [{"name": c, "type": "category"} for c in CATEGORICAL_COLUMNS]
         + [{"name": "paperless", "type": "binary"}, {"name": "has_partner", "type": "binary"}],
         "output_features": [
             {"name": "target", "type": "binary"}
@@ -118,7 +97,9 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     frame = churn_frame(400, seed=3)
     model = train(tmp, frame, ludwig_config())
     schema = infer_schema(
-        frame, "target", features=[*NUMERIC, *CATEGORICAL, "paperless", "has_partner"]
+        frame,
+        "target",
+        features=[*NUMERIC_COLUMNS, *CATEGORICAL_COLUMNS, "paperless", "has_partner"],
     )
     bundle = export_bundle(model, schema, tmp / "bundle")
     return {"model": model, "schema": schema, "bundle": bundle, "tmp": tmp}

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-from tests_support import check_lock_exclusive_between_processes
+from tests_support import check_lock_exclusive_between_processes, check_lock_serialises_threads
 
 from mlops_assets.lifecycle.records import DecisionRecord, DecisionStatus, utcnow
 from mlops_assets.lifecycle.states import Actor, Decision
@@ -418,27 +418,7 @@ def test_lock_is_exclusive_between_threads(store: LifecycleStore):
 
 
 def test_lock_serialises_critical_sections(store: LifecycleStore, tmp_path: Path):
-    counter = tmp_path / "counter"
-    counter.write_text("0")
-    errors: list[BaseException] = []
-
-    def work(name: str) -> None:
-        try:
-            for _ in range(5):
-                with store.transition_lock("churn", owner=name, wait=60):
-                    value = int(counter.read_text())
-                    threading.Event().wait(0.002)  # widen the race window
-                    counter.write_text(str(value + 1))
-        except BaseException as exc:
-            errors.append(exc)
-
-    threads = [threading.Thread(target=work, args=(f"t{i}",)) for i in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(120)
-    assert errors == []
-    assert counter.read_text() == "20"
+    check_lock_serialises_threads(store, tmp_path)
 
 
 def test_expired_lock_is_taken_over_and_not_released_by_its_old_owner(store: LifecycleStore):
