@@ -1,4 +1,5 @@
-"""Blocking asset checks: quality gates that stop everything downstream when they fail.
+"""Asset checks: blocking quality gates that stop everything downstream when they fail, and
+warnings (drift) that inform the decision without blocking anything.
 
 The specs are attached to the assets (`check_specs=`) and the assets emit the results, which
 keeps the checks working per partition; the logic lives here.
@@ -12,6 +13,7 @@ from typing import TYPE_CHECKING
 import dagster as dg
 
 if TYPE_CHECKING:
+    from mlops_assets.lifecycle.drift import DriftReport
     from mlops_assets.lifecycle.evaluation import EvaluationResult
     from mlops_assets.lifecycle.schema import InputSchema
     from mlops_assets.lifecycle.training import TrainingOutcome
@@ -55,6 +57,17 @@ EVALUATION_CHECKS = [
         asset="evaluation_report",
         blocking=True,
         description="The challenger gives a finite probability for every holdout row.",
+    )
+]
+
+DRIFT_CHECKS = [
+    dg.AssetCheckSpec(
+        "drift_within_limits",
+        asset="feature_drift",
+        # A warning, never a gate: drifted data is exactly what a challenger should learn from.
+        blocking=False,
+        description="No feature of the file drifted from the champion's training data "
+        "(PSI, Kolmogorov-Smirnov, chi-square). A failure warns; it blocks nothing.",
     )
 ]
 
@@ -139,6 +152,26 @@ def evaluation_results(result: EvaluationResult) -> list[dg.AssetCheckResult]:
             metadata={
                 "nan_rows": result.challenger_nan_predictions,
                 "holdout_rows": result.holdout_rows,
+            },
+        )
+    ]
+
+
+def drift_results(report: DriftReport) -> list[dg.AssetCheckResult]:
+    """Result of `drift_within_limits` (severity WARN; passes when drift was not computed)."""
+    drifted = report.drifted_features
+    return [
+        dg.AssetCheckResult(
+            check_name="drift_within_limits",
+            asset_key="feature_drift",
+            passed=not drifted,
+            severity=dg.AssetCheckSeverity.WARN,
+            description=report.note,
+            metadata={
+                "drifted_features": ", ".join(drifted) or "none",
+                "num_drifted": len(drifted),
+                "computed": report.computed,
+                "reference_version": report.reference_version or "none",
             },
         )
     ]

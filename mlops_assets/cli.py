@@ -355,7 +355,28 @@ def _status_table(status: dict[str, Any]) -> str:
         )
         for reason in d["reasons"]:
             lines.append(f"      - {reason}")
+    lines.append("")
+    lines.extend(_drift_lines(status.get("drift")))
     return "\n".join(lines)
+
+
+def _drift_lines(drift: dict[str, Any] | None) -> list[str]:
+    if not drift:
+        return ["drift: not computed yet (it runs in every cycle once there is a champion)"]
+    ref = f"v{drift['reference_version']}" if drift["reference_version"] else "the reference"
+    head = (
+        f"drift: data {drift['data_sha256'][:12]} vs champion {ref}'s training data, "
+        f"{drift['computed_at'][:19]}"
+    )
+    drifted = [r for r in drift["results"] if r["drifted"]]
+    if not drifted:
+        return [head, "  no feature drifted"]
+    lines = [head, f"  {len(drift['drifted_features'])} feature(s) drifted:"]
+    for r in drifted:
+        p = "" if r["p_value"] is None else f"  p={r['p_value']:.2g}"
+        stat = "nan" if r["statistic"] is None else f"{r['statistic']:.3f}"
+        lines.append(f"    {r['feature']:<24} {r['method']:<10} statistic={stat}{p}")
+    return lines
 
 
 @main.command("status")
@@ -369,7 +390,7 @@ def _status_table(status: dict[str, Any]) -> str:
 )
 @pass_ctx
 def status_cmd(ctx: Ctx, as_json: bool, decisions: int) -> None:
-    """Champion, shadows, open shadow tests and the last decisions with their reasons."""
+    """Champion, shadows, open shadow tests, the last decisions with their reasons, and drift."""
     from mlops_assets.lifecycle import manager
 
     status = _guard(lambda: manager.status(ctx.settings, decisions=decisions))

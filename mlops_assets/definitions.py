@@ -7,6 +7,7 @@ import dagster as dg
 
 from mlops_assets.assets.data import raw_data, validated_features
 from mlops_assets.assets.deployment import champion_deployment
+from mlops_assets.assets.drift import feature_drift
 from mlops_assets.assets.evaluation import evaluation_report
 from mlops_assets.assets.monitoring import shadow_evaluation
 from mlops_assets.assets.training import challenger_model
@@ -44,6 +45,7 @@ def build_definitions(config_path: str | Path | None = None) -> dg.Definitions:
             evaluation_report,
             champion_deployment,
             shadow_evaluation,
+            feature_drift,
         ],
         jobs=[challenger_cycle_job, shadow_cycle_job, lifecycle_maintenance, probation_job],
         sensors=[*build_sensors(settings.config.automation.sensor_interval_s), run_failure_alert],

@@ -12,13 +12,17 @@ CYCLE_ASSETS = [
     "challenger_model",
     "evaluation_report",
     "champion_deployment",
+    # Beside training, not upstream of it: a drift failure never blocks the cycle's decision.
+    # Last, so `CYCLE_ASSETS[:3]` (train without evaluating) stays ingest -> validate -> train.
+    "feature_drift",
 ]
 
 challenger_cycle_job = dg.define_asset_job(
     "challenger_cycle",
     selection=dg.AssetSelection.assets(*CYCLE_ASSETS),
     partitions_def=raw_files,
-    description="Ingest -> validate -> train -> evaluate -> decide for one raw file.",
+    description="Ingest -> validate -> train -> evaluate -> decide for one raw file, "
+    "and its feature drift against the champion.",
 )
 
 shadow_cycle_job = dg.define_asset_job(

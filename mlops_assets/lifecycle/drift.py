@@ -11,6 +11,12 @@ Methods and thresholds (a feature has drifted when any of its methods says so):
 Missing values are left out. A feature missing from the current data is skipped with a warning
 (data validation reports it). A method with fewer than `MIN_SAMPLES` values on either side
 reports NaN and is not called drifted.
+
+`drift_against_champion` runs these checks on a new data file against the champion's training
+data: the raw files named by the champion version's `data.files` tag, found in `data/raw/` by
+their sha256 (`data.sha256`). When they are gone, the holdout the champion's MLflow run kept
+(`holdout.csv`, a stratified sample of the same data) stands in. Without a champion there is
+no reference, and the report says so instead of computing anything.
 """
 
 from __future__ import annotations
@@ -19,14 +25,21 @@ import logging
 import math
 from collections import Counter
 from collections.abc import Mapping
-from typing import Any
+from io import StringIO
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field, computed_field
 from scipy import stats
 
 from mlops_assets.lifecycle.schema import InputSchema
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
+
+    from mlops_assets.settings import Settings
 
 logger = logging.getLogger(__name__)
 
@@ -149,3 +162,185 @@ def feature_drift(
             )
         )
     return results
+
+
+# --- drift of a data file against the champion's training data -----------------------------
+
+
+class DriftReport(BaseModel):
+    """Drift of one data file against the data the champion was trained on."""
+
+    model_name: str
+    data_sha256: str  # the current data
+    computed: bool  # False when there is no champion or its training data cannot be found
+    note: str  # one sentence: what was compared, or why nothing was
+    reference_version: str | None = None
+    reference_sha256: str | None = None  # the champion's `data.sha256` tag
+    reference_files: list[str] = Field(default_factory=list)
+    reference_source: str | None = None  # "training files" or "holdout artifact"
+    n_reference: int = 0
+    n_current: int = 0
+    results: list[DriftResult] = Field(default_factory=list)
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def drifted_features(self) -> list[str]:
+        """Features with at least one drifted method, in schema order."""
+        return list(dict.fromkeys(r.feature for r in self.results if r.drifted))
+
+
+def results_markdown(results: list[DriftResult]) -> str:
+    """The results as a Markdown table (feature, method, statistic, p, threshold, drifted)."""
+
+    def num(value: float | None) -> str:
+        if value is None or math.isnan(value):
+            return "—"
+        return f"{value:.3g}" if abs(value) < 1e-3 and value != 0 else f"{value:.4f}"
+
+    lines = [
+        "| feature | method | statistic | p-value | threshold | drifted |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in results:
+        lines.append(
+            f"| {r.feature} | {r.method} | {num(r.statistic)} | {num(r.p_value)} | "
+            f"{r.threshold:g} | {'**yes**' if r.drifted else 'no'} |"
+        )
+    return "\n".join(lines)
+
+
+def _text_columns(schema: InputSchema) -> dict[str, type]:
+    # Read categories as text on both sides, as validation does, so `1` and `01` stay apart.
+    return {f.name: str for f in schema.features if f.type == "category"}
+
+
+def _find_file(settings: Settings, name: str, sha256: str) -> Path | None:
+    """The file in data/raw/ with these bytes: under its own name first, else any name."""
+    from mlops_assets.validation import file_sha256, list_raw_files
+
+    named = settings.raw_dir / name
+    candidates = [named] + [p for p in list_raw_files(settings.raw_dir) if p != named]
+    for path in candidates:
+        if path.is_file() and file_sha256(path) == sha256:
+            return path
+    return None
+
+
+def _read_training_file(settings: Settings, path: Path, schema: InputSchema) -> pd.DataFrame:
+    """Parse a training file the way validation parsed it (falling back to a plain read)."""
+    from mlops_assets.validation import validate_file
+
+    result = validate_file(path, settings.config.data, schema)
+    if result.ok and result.frame is not None:
+        return result.frame
+    logger.warning(
+        "%s no longer passes validation (%s); reading it as it is for the drift reference",
+        path.name,
+        result.summary(),
+    )
+    return pd.read_csv(path, dtype=_text_columns(schema), low_memory=False)
+
+
+def champion_reference(
+    settings: Settings, client: MlflowClient, version: str, schema: InputSchema
+) -> tuple[pd.DataFrame | None, str, list[str]]:
+    """The training data of `version`: (frame or None, where it came from, file names)."""
+    from mlops_assets.lifecycle.training import HOLDOUT_ARTIFACT, ROW_ID, read_run_text
+
+    mv = client.get_model_version(settings.model_name, version)
+    tags = mv.tags or {}
+    names = [n for n in (tags.get("data.files") or "").split(",") if n]
+    shas = [s for s in (tags.get("data.sha256") or "").split(",") if s]
+    paths = [_find_file(settings, n, s) for n, s in zip(names, shas, strict=False)]
+    if names and len(names) == len(shas) and all(p is not None for p in paths):
+        frames = [_read_training_file(settings, p, schema) for p in paths if p is not None]
+        return pd.concat(frames, ignore_index=True), "training files", names
+    missing = [n for n, p in zip(names, paths, strict=False) if p is None] or names
+    logger.warning(
+        "the training data of v%s (%s) is not in %s; using the holdout its MLflow run kept",
+        version,
+        ", ".join(missing) or "no data.files tag",
+        settings.raw_dir,
+    )
+    try:
+        text = read_run_text(client, mv.run_id, HOLDOUT_ARTIFACT)
+    except Exception:  # MLflow raises several types for a missing artifact
+        return None, "", names
+    frame = pd.read_csv(StringIO(text), dtype=_text_columns(schema), low_memory=False)
+    return frame.drop(columns=[ROW_ID], errors="ignore"), "holdout artifact", names
+
+
+def drift_against_champion(
+    settings: Settings,
+    current: pd.DataFrame,
+    data_sha256: str,
+    *,
+    client: MlflowClient | None = None,
+) -> DriftReport:
+    """Drift of `current` (one validated file) against the current champion's training data."""
+    from mlops_assets.lifecycle.training import read_run_text
+
+    if client is None:
+        from mlflow import MlflowClient
+
+        client = MlflowClient(settings.tracking_uri)
+    name = settings.model_name
+    base: dict[str, Any] = {
+        "model_name": name,
+        "data_sha256": data_sha256,
+        "n_current": len(current),
+    }
+    try:
+        mv = client.get_model_version_by_alias(name, "champion")
+    except Exception:  # MLflow raises when the model or the alias does not exist
+        mv = None
+    if mv is None:
+        return DriftReport(
+            **base,
+            computed=False,
+            note="No champion yet, so there is no reference data; drift is computed once a "
+            "model is champion.",
+        )
+    version = str(mv.version)
+    tags = mv.tags or {}
+    ref_info: dict[str, Any] = {
+        "reference_version": version,
+        "reference_sha256": tags.get("data.sha256") or None,
+    }
+    try:
+        schema = InputSchema.model_validate_json(read_run_text(client, mv.run_id, "schema.json"))
+    except Exception:  # a version registered without a stored schema
+        return DriftReport(
+            **base,
+            **ref_info,
+            computed=False,
+            note=f"Champion v{version} has no stored input schema; drift was not computed.",
+        )
+    reference, source, files = champion_reference(settings, client, version, schema)
+    ref_info["reference_files"] = files
+    if reference is None:
+        return DriftReport(
+            **base,
+            **ref_info,
+            computed=False,
+            note=f"The training data of champion v{version} ({', '.join(files) or 'unknown'}) "
+            f"is neither in {settings.raw_dir} nor kept as a holdout; drift was not computed.",
+        )
+    results = feature_drift(reference, current, schema)
+    drifted = list(dict.fromkeys(r.feature for r in results if r.drifted))
+    note = (
+        f"{len(drifted)} of {len(schema.features)} features drifted against the "
+        f"{source} of champion v{version}" + (f": {', '.join(drifted)}." if drifted else ".")
+    )
+    if data_sha256 in (ref_info["reference_sha256"] or "").split(","):
+        note += " The champion was trained on this very file."
+    logger.info("drift of %s: %s", data_sha256[:12], note)
+    return DriftReport(
+        **base,
+        **ref_info,
+        computed=True,
+        note=note,
+        reference_source=source,
+        n_reference=len(reference),
+        results=results,
+    )

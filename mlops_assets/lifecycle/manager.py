@@ -271,8 +271,41 @@ def manual_decision(
     return apply_decision(settings, record)
 
 
+def drift_summary(store: LifecycleStore, model_name: str) -> dict[str, Any] | None:
+    """The latest drift result of each feature and method, as JSON data (None: never computed).
+
+    NaN statistics become None, so the summary stays valid JSON.
+    """
+    import math
+
+    rows = store.latest_drift(model_name)
+    if not rows:
+        return None
+    newest = max(rows, key=lambda r: (r.computed_at, r.id))
+    return {
+        "computed_at": newest.computed_at.isoformat(),
+        "data_sha256": newest.data_sha256,
+        "reference_version": newest.reference_version,
+        "drifted_features": list(dict.fromkeys(r.feature for r in rows if r.drifted)),
+        "results": [
+            {
+                "feature": r.feature,
+                "method": r.method,
+                "statistic": None if math.isnan(r.statistic) else r.statistic,
+                "p_value": r.p_value,
+                "threshold": r.threshold,
+                "drifted": r.drifted,
+                "data_sha256": r.data_sha256,
+                "reference_version": r.reference_version,
+                "computed_at": r.computed_at.isoformat(),
+            }
+            for r in rows
+        ],
+    }
+
+
 def status(settings: Settings, *, decisions: int = 10) -> dict[str, Any]:
-    """Champion, shadows, open shadow tests and the last decisions, as plain JSON data."""
+    """Champion, shadows, open shadow tests, the last decisions and drift, as plain JSON data."""
     client = mlflow_client(settings)
     store = open_store(settings)
     name = settings.model_name
@@ -322,6 +355,7 @@ def status(settings: Settings, *, decisions: int = 10) -> dict[str, Any]:
             }
             for r in store.decisions(model_name=name, limit=decisions)
         ],
+        "drift": drift_summary(store, name),
     }
 
 
@@ -409,6 +443,7 @@ __all__: Sequence[str] = [
     "ChampionChallengerManager",
     "StaleDecision",
     "apply_decision",
+    "drift_summary",
     "evaluate",
     "lineage",
     "manual_decision",

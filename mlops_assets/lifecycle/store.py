@@ -186,6 +186,25 @@ class LockInfo(BaseModel):
     expires_at: datetime
 
 
+class DriftRow(BaseModel):
+    """One stored drift check: one feature, one method, on one data file against a reference."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    id: int
+    model_name: str
+    computed_at: datetime
+    data_sha256: str  # the current data
+    reference_version: str | None  # the champion whose training data was the reference
+    feature: str
+    method: str  # "psi", "ks" or "chi_square"
+    statistic: float  # NaN when it could not be computed (too few values)
+    p_value: float | None
+    threshold: float
+    drifted: bool
+    dagster_run_id: str | None = None
+
+
 # --- schema ----------------------------------------------------------------------------------
 
 metadata = sa.MetaData()
@@ -251,6 +270,20 @@ prediction_log_table = sa.Table(
     sa.Index("ix_prediction_version_role_time", "model_version", "role", "time"),
 )
 
+# Column order of `LifecycleStore.append_prediction_rows` tuples.
+PREDICTION_LOG_COLUMNS = (
+    "request_id",
+    "time",
+    "role",
+    "model_name",
+    "model_version",
+    "inputs",
+    "prediction",
+    "probabilities",
+    "latency_ms",
+    "error",
+)
+
 labels_table = sa.Table(
     "labels",
     metadata,
@@ -288,6 +321,34 @@ shadow_tests_table = sa.Table(
     sa.Index("ix_shadow_tests_open", "model_name", "status", "expires_at"),
 )
 
+drift_results_table = sa.Table(
+    "drift_results",
+    metadata,
+    sa.Column("id", _Seq, primary_key=True, autoincrement=True),
+    sa.Column("model_name", sa.String(255), nullable=False),
+    sa.Column("computed_at", UTCDateTime, nullable=False),
+    sa.Column("data_sha256", sa.String(1024), nullable=False),
+    sa.Column("reference_version", VersionText()),
+    sa.Column("feature", sa.String(255), nullable=False),
+    sa.Column("method", sa.String(32), nullable=False),
+    # NULL for NaN: SQLite cannot store NaN (it turns it into NULL), so both backends agree.
+    sa.Column("statistic", sa.Float),
+    sa.Column("p_value", sa.Float),
+    sa.Column("threshold", sa.Float, nullable=False),
+    sa.Column("drifted", sa.Boolean, nullable=False),
+    sa.Column("dagster_run_id", sa.String(64)),
+    # One result per feature and method for a data file and reference: re-runs replace.
+    sa.UniqueConstraint(
+        "model_name",
+        "data_sha256",
+        "reference_version",
+        "feature",
+        "method",
+        name="uq_drift_result",
+    ),
+    sa.Index("ix_drift_results_latest", "model_name", "feature", "method", "computed_at"),
+)
+
 
 # Migrations, oldest first. Never edit one that has shipped; append a new one. A migration that
 # creates a table uses the table definition above, so a later column change must copy the old
@@ -302,9 +363,14 @@ def _m2_locks_and_shadow_tests(conn: Connection) -> None:
         table.create(conn)
 
 
+def _m3_drift(conn: Connection) -> None:
+    drift_results_table.create(conn)
+
+
 MIGRATIONS: list[tuple[int, str, Callable[[Connection], None]]] = [
     (1, "decisions, alias history, prediction log, labels", _m1_core),
     (2, "transition locks and shadow tests", _m2_locks_and_shadow_tests),
+    (3, "feature drift results", _m3_drift),
 ]
 CURRENT_SCHEMA_VERSION = MIGRATIONS[-1][0]
 
@@ -604,6 +670,17 @@ class LifecycleStore:
         with self._read() as conn:
             return [self._decision_from_row(r) for r in conn.execute(q)]
 
+    def decision_counts(self, model_name: str | None = None) -> dict[str, int]:
+        """How many decision records each decision value has (every Decision, 0 when none)."""
+        t = decisions_table
+        q = sa.select(t.c.decision, sa.func.count()).group_by(t.c.decision)
+        if model_name is not None:
+            q = q.where(t.c.model_name == model_name)
+        counts = {d.value: 0 for d in Decision}
+        with self._read() as conn:
+            counts.update({str(d): int(n) for d, n in conn.execute(q)})
+        return counts
+
     # --- alias history -----------------------------------------------------------------------
 
     @staticmethod
@@ -693,31 +770,57 @@ class LifecycleStore:
 
     def log_predictions(self, rows: Sequence[PredictionRow]) -> int:
         """Append prediction rows in one transaction; return how many were new."""
+        return self.append_prediction_rows(
+            [
+                (
+                    r.request_id,
+                    r.time,
+                    r.role,
+                    r.model_name,
+                    str(r.model_version),
+                    _dumps(r.inputs),
+                    r.prediction,
+                    None if r.probabilities is None else _dumps(r.probabilities),
+                    r.latency_ms,
+                    r.error,
+                )
+                for r in rows
+            ]
+        )
+
+    def append_prediction_rows(self, rows: Sequence[tuple[Any, ...]]) -> int:
+        """Append pre-encoded rows (`PREDICTION_LOG_COLUMNS` order, JSON as text); count new.
+
+        The serving hot path: no per-row model objects. A row already logged (same request,
+        role and version, e.g. a retried flush) is skipped, not doubled.
+        """
         if not rows:
             return 0
-        values = [
-            {
-                "request_id": r.request_id,
-                "time": r.time,
-                "role": r.role,
-                "model_name": r.model_name,
-                "model_version": str(r.model_version),
-                "inputs": _dumps(r.inputs),
-                "prediction": r.prediction,
-                "probabilities": None if r.probabilities is None else _dumps(r.probabilities),
-                "latency_ms": r.latency_ms,
-                "error": r.error,
-            }
-            for r in rows
-        ]
         t = prediction_log_table
-        stmt = self._insert(t).on_conflict_do_nothing(
-            index_elements=[t.c.request_id, t.c.role, t.c.model_version]
-        )
-        with self._write() as conn:
-            result = conn.execute(stmt, values)
-        count = result.rowcount
-        return len(values) if count is None or count < 0 else count
+        if self.engine.dialect.name == "sqlite":
+            # The driver's executemany is ~10x cheaper per row than SQLAlchemy's parameter
+            # processing; times go in as the same naive-UTC text UTCDateTime writes.
+            stamp: dict[datetime, str] = {}
+
+            def text(when: datetime) -> str:
+                if when not in stamp:
+                    stamp[when] = as_utc(when).strftime("%Y-%m-%d %H:%M:%S.%f")
+                return stamp[when]
+
+            cols = ", ".join(PREDICTION_LOG_COLUMNS)
+            marks = ", ".join("?" for _ in PREDICTION_LOG_COLUMNS)
+            sql = f"INSERT OR IGNORE INTO {t.name} ({cols}) VALUES ({marks})"
+            params = [(r[0], text(r[1]), *r[2:]) for r in rows]
+            with self._write() as conn:
+                count = conn.exec_driver_sql(sql, params).rowcount
+        else:
+            stmt = self._insert(t).on_conflict_do_nothing(
+                index_elements=[t.c.request_id, t.c.role, t.c.model_version]
+            )
+            values = [dict(zip(PREDICTION_LOG_COLUMNS, r, strict=True)) for r in rows]
+            with self._write() as conn:
+                count = conn.execute(stmt, values).rowcount
+        return len(rows) if count is None or count < 0 else count
 
     @staticmethod
     def _prediction_from_row(row: sa.Row) -> PredictionRow:
@@ -1191,3 +1294,100 @@ class LifecycleStore:
         """Open shadow tests whose expiry is at or before `now`."""
         now = as_utc(now) if now else utcnow()
         return [t for t in self.open_shadow_tests(model_name) if t.expires_at <= now]
+
+    # --- feature drift -----------------------------------------------------------------------
+
+    def record_drift(
+        self,
+        model_name: str,
+        data_sha256: str,
+        reference_version: str | None,
+        results: Sequence[Any],
+        dagster_run_id: str | None = None,
+        *,
+        computed_at: datetime | None = None,
+    ) -> int:
+        """Store one drift computation (`DriftResult`s); return how many rows were written.
+
+        Idempotent: the results of the same data and reference replace the earlier ones in one
+        transaction, so a re-run never duplicates rows.
+        """
+        t = drift_results_table
+        when = as_utc(computed_at) if computed_at else utcnow()
+        ref = None if reference_version is None else str(reference_version)
+        rows = [
+            {
+                "model_name": model_name,
+                "computed_at": when,
+                "data_sha256": data_sha256,
+                "reference_version": ref,
+                "feature": r.feature,
+                "method": r.method,
+                "statistic": None if pd.isna(r.statistic) else float(r.statistic),
+                "p_value": None if r.p_value is None or pd.isna(r.p_value) else float(r.p_value),
+                "threshold": float(r.threshold),
+                "drifted": bool(r.drifted),
+                "dagster_run_id": dagster_run_id,
+            }
+            for r in results
+        ]
+        same = [
+            t.c.model_name == model_name,
+            t.c.data_sha256 == data_sha256,
+            t.c.reference_version.is_(None) if ref is None else t.c.reference_version == ref,
+        ]
+        with self._write() as conn:
+            if self.engine.dialect.name == "postgresql":
+                # Serialise writers of the same computation (SQLite's BEGIN IMMEDIATE already
+                # does); the unique constraint cannot, as a NULL reference never conflicts.
+                key = f"drift:{model_name}:{data_sha256}:{ref}"
+                conn.execute(sa.select(sa.func.pg_advisory_xact_lock(sa.func.hashtext(key))))
+            conn.execute(sa.delete(t).where(*same))
+            if rows:
+                conn.execute(t.insert(), rows)
+        return len(rows)
+
+    @staticmethod
+    def _drift_from_row(row: Any) -> DriftRow:
+        data = dict(row._mapping)
+        data.pop("rn", None)
+        if data["statistic"] is None:
+            data["statistic"] = float("nan")
+        return DriftRow.model_validate(data)
+
+    def latest_drift(self, model_name: str) -> list[DriftRow]:
+        """The most recent result of each (feature, method) of a model, by feature and method."""
+        t = drift_results_table
+        rn = (
+            sa.func.row_number()
+            .over(
+                partition_by=(t.c.feature, t.c.method),
+                order_by=(t.c.computed_at.desc(), t.c.id.desc()),
+            )
+            .label("rn")
+        )
+        ranked = sa.select(t, rn).where(t.c.model_name == model_name).subquery()
+        q = (
+            sa.select(*(ranked.c[c.name] for c in t.columns))
+            .where(ranked.c.rn == 1)
+            .order_by(ranked.c.feature, ranked.c.method)
+        )
+        with self._read() as conn:
+            return [self._drift_from_row(r) for r in conn.execute(q)]
+
+    def drift_results(
+        self, model_name: str, *, data_sha256: str | None = None, limit: int | None = None
+    ) -> list[DriftRow]:
+        """Stored drift results of a model, newest computation first (optionally one file)."""
+        t = drift_results_table
+        q = (
+            sa.select(t)
+            .where(t.c.model_name == model_name)
+            .order_by(t.c.computed_at.desc(), t.c.id.desc())
+        )
+        if data_sha256 is not None:
+            q = q.where(t.c.data_sha256 == data_sha256)
+        if limit is not None:
+            q = q.limit(limit)
+        with self._read() as conn:
+            return [self._drift_from_row(r) for r in conn.execute(q)]

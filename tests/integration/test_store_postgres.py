@@ -242,3 +242,67 @@ def test_versions_given_as_ints_are_compared_as_text(store: LifecycleStore):
     assert store.decisions(version=3) == []
     store.log_predictions([pred("r1", version="2")])
     assert len(store.predictions(model_version=2)) == 1
+
+
+def test_drift_results_and_decision_counts(pg_url: str, store: LifecycleStore):
+    import math
+
+    from mlops_assets.lifecycle.drift import DriftResult
+
+    def res(feature: str, method: str, statistic: float, p: float | None) -> DriftResult:
+        threshold = 0.2 if method == "psi" else 0.01
+        drifted = statistic > threshold if p is None else p < threshold
+        return DriftResult(
+            feature=feature,
+            method=method,
+            statistic=statistic,
+            p_value=p,
+            threshold=threshold,
+            drifted=drifted,
+        )
+
+    results = [res("age", "psi", 0.5, None), res("age", "ks", math.nan, None)]
+    results.append(res("contract", "chi_square", 80.0, 1e-15))
+    assert store.record_drift("churn", "a" * 64, 1, results, "run-1", computed_at=T0) == 3
+    assert store.record_drift("churn", "a" * 64, "1", results, "run-2", computed_at=T0) == 3
+    rows = store.latest_drift("churn")
+    assert [(r.feature, r.method) for r in rows] == [
+        ("age", "ks"),
+        ("age", "psi"),
+        ("contract", "chi_square"),
+    ]
+    assert {r.dagster_run_id for r in rows} == {"run-2"} and rows[0].computed_at == T0
+    assert math.isnan(rows[0].statistic) and rows[1].drifted and rows[1].reference_version == "1"
+    assert rows[2].p_value == pytest.approx(1e-15)
+    newer = T0 + timedelta(hours=1)
+    store.record_drift("churn", "b" * 64, "1", results[:1], computed_at=newer)
+    assert store.latest_drift("churn")[1].data_sha256 == "b" * 64
+    assert len(store.drift_results("churn")) == 4
+
+    # Racing writers of the same computation without a reference leave one copy (the
+    # advisory lock serialises them; a NULL reference would slip past the unique index).
+    barrier = threading.Barrier(4)
+    errors: list[BaseException] = []
+
+    def write() -> None:
+        try:
+            with LifecycleStore(pg_url) as own:
+                barrier.wait(30)
+                own.record_drift("churn", "c" * 64, None, results)
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=write) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert errors == []
+    assert len(store.drift_results("churn", data_sha256="c" * 64)) == 3
+
+    store.record_decision(decision())
+    store.record_decision(decision(decision=Decision.KEEP_CHAMPION))
+    store.record_decision(decision(decision=Decision.KEEP_CHAMPION, model_name="other"))
+    counts = store.decision_counts("churn")
+    assert counts == {**{d.value: 0 for d in Decision}, "PROMOTE": 1, "KEEP_CHAMPION": 1}
+    assert store.decision_counts()["KEEP_CHAMPION"] == 2

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -124,3 +125,159 @@ def test_feature_drift_skips_missing_and_tiny_columns(caplog: pytest.LogCaptureF
     assert "monthly_charges is missing" in caplog.text
     age = [r for r in results if r.feature == "age"]
     assert all(not r.drifted and math.isnan(r.statistic) for r in age)
+
+
+# --- drift against the champion (a tiny real MLflow registry, no training) -----------------
+
+GENERATED_DRIFT = {"monthly_charges", "days_since_last_login", "contract"}  # datagen.DRIFT
+
+
+@pytest.fixture(scope="module")
+def mlflow_uri(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """One MLflow SQLite database for the module (creating its schema takes seconds)."""
+    from mlflow import MlflowClient
+
+    uri = f"sqlite:///{tmp_path_factory.mktemp('mlflow') / 'mlflow.db'}"
+    MlflowClient(tracking_uri=uri, registry_uri=uri).search_experiments()
+    return uri
+
+
+@pytest.fixture
+def project(make_project, mlflow_uri: str):
+    """Settings of a fresh project with its own registered model in the shared MLflow."""
+    import uuid
+
+    from mlops_assets.settings import load_settings
+
+    name = f"churn-{uuid.uuid4().hex[:8]}"
+    root = make_project({"mlflow": {"tracking_uri": mlflow_uri, "registered_model_name": name}})
+    settings = load_settings(root / "config" / "config.yaml")
+    settings.ensure_dirs()
+    return settings
+
+
+def register_champion(settings, train_file, *, schema: bool = True, holdout: bool = True) -> str:
+    """Register a version the way training does (tags, schema.json, holdout.csv) and make it
+    champion, without training: drift only reads its lineage and artifacts."""
+    from mlflow import MlflowClient
+
+    from mlops_assets.lifecycle.training import resolve_ludwig_config, split_frame
+    from mlops_assets.validation import file_sha256
+
+    client = MlflowClient(settings.tracking_uri)
+    name = settings.model_name
+    frame = pd.read_csv(train_file)
+    _, input_schema = resolve_ludwig_config(settings, frame)
+    exp = client.get_experiment_by_name(name) or client.get_experiment(
+        client.create_experiment(name, artifact_location=(settings.home / "art").as_uri())
+    )
+    run = client.create_run(exp.experiment_id)
+    src = settings.home / "src" / run.info.run_id
+    src.mkdir(parents=True)
+    if schema:
+        (src / "schema.json").write_text(input_schema.to_json())
+        client.log_artifact(run.info.run_id, str(src / "schema.json"))
+    if holdout:
+        split = split_frame(frame, settings.config.data.split, "target")
+        split.holdout.to_csv(src / "holdout.csv", index=False)
+        client.log_artifact(run.info.run_id, str(src / "holdout.csv"))
+    client.set_terminated(run.info.run_id)
+    if not client.search_registered_models(f"name = '{name}'"):
+        client.create_registered_model(name)
+    mv = client.create_model_version(
+        name,
+        f"{run.info.artifact_uri}/model",
+        run.info.run_id,
+        tags={"data.sha256": file_sha256(train_file), "data.files": Path(train_file).name},
+    )
+    client.set_registered_model_alias(name, "champion", mv.version)
+    return str(mv.version)
+
+
+def current(drift: bool, seed: int, samples: int = 600) -> pd.DataFrame:
+    """Generated churn-like rows: the current data, baseline or drifted."""
+    from mlops_assets.datagen import generate_frame
+
+    return generate_frame(samples, seed=seed, drift=drift)
+
+
+@pytest.mark.slow
+def test_no_champion_means_no_drift_computed(project) -> None:
+    from mlops_assets.lifecycle.drift import drift_against_champion
+
+    report = drift_against_champion(project, current(False, 1), "abc")
+    assert not report.computed
+    assert report.reference_version is None and report.results == []
+    assert report.drifted_features == [] and report.n_current == 600
+    assert "No champion" in report.note
+
+
+@pytest.mark.slow
+def test_drift_against_the_champions_training_files(project, sample_csv) -> None:
+    from mlops_assets.lifecycle.drift import drift_against_champion
+
+    train = sample_csv(project.raw_dir, samples=600, seed=5)
+    version = register_champion(project, train)
+
+    drifted = drift_against_champion(project, current(True, 11), "d" * 64)
+    assert drifted.computed and drifted.reference_version == version
+    assert drifted.reference_source == "training files"
+    assert drifted.reference_files == [train.name]
+    assert (drifted.n_reference, drifted.n_current) == (600, 600)
+    assert set(drifted.drifted_features) >= GENERATED_DRIFT
+    assert set(drifted.model_dump()["drifted_features"]) == set(drifted.drifted_features)
+    assert {r.method for r in drifted.results} == {"psi", "ks", "chi_square"}
+    assert "features drifted" in drifted.note and "monthly_charges" in drifted.note
+
+    quiet = drift_against_champion(project, current(False, 12), "b" * 64)
+    assert quiet.computed and quiet.drifted_features == [], quiet.note
+
+
+@pytest.mark.slow
+def test_reference_found_under_another_name_then_from_the_holdout(project, sample_csv) -> None:
+    from mlops_assets.lifecycle.drift import drift_against_champion
+
+    train = sample_csv(project.raw_dir, samples=600, seed=5)
+    register_champion(project, train)
+    renamed = train.with_name("renamed.csv")
+    train.rename(renamed)
+    report = drift_against_champion(project, current(True, 11), "d" * 64)
+    assert report.reference_source == "training files" and report.n_reference == 600
+
+    renamed.unlink()
+    report = drift_against_champion(project, current(True, 11), "d" * 64)
+    assert report.computed and report.reference_source == "holdout artifact"
+    assert 0 < report.n_reference < 600
+    assert "__row_id" not in {r.feature for r in report.results}
+    assert {"monthly_charges", "contract"} <= set(report.drifted_features)
+
+
+@pytest.mark.slow
+def test_no_reference_data_or_schema_is_reported_not_raised(project, sample_csv) -> None:
+    from mlops_assets.lifecycle.drift import drift_against_champion
+
+    train = sample_csv(project.raw_dir, samples=200, seed=5)
+    version = register_champion(project, train, holdout=False)
+    train.unlink()
+    report = drift_against_champion(project, current(True, 11), "d" * 64)
+    assert not report.computed and report.reference_version == version
+    assert train.name in report.note and report.results == []
+
+    train = sample_csv(project.raw_dir, samples=200, seed=5)
+    version = register_champion(project, train, schema=False)
+    report = drift_against_champion(project, current(True, 11), "d" * 64)
+    assert not report.computed and report.reference_version == version
+    assert "no stored input schema" in report.note
+
+
+def test_results_markdown_marks_drift_and_nan() -> None:
+    from mlops_assets.lifecycle.drift import results_markdown
+
+    results = feature_drift(frame(200, 0), frame(200, 1, shift=2.0), SCHEMA)
+    table = results_markdown(results).splitlines()
+    assert table[0].startswith("| feature | method | statistic | p-value")
+    assert len(table) == 2 + len(results)
+    age = next(line for line in table if line.startswith("| age | psi"))
+    assert age.endswith("| **yes** |") and "| — |" in age  # PSI has no p-value
+    tiny = feature_drift(frame(200, 0), frame(3, 1), SCHEMA)
+    assert "| age | psi | — | — | 0.2 | no |" in results_markdown(tiny)

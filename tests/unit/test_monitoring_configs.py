@@ -114,15 +114,25 @@ def _metric_names(expr: str) -> set[str]:
 
 
 @functools.cache
-def _known_metrics() -> frozenset[str]:
-    """DESIGN.md's names plus every metric the serving app registers."""
+def _registered_metrics() -> frozenset[str]:
+    """Every metric name the serving app's /metrics exposes."""
     from serving.metrics import ServingMetrics
 
-    registered = {
+    return frozenset(
         metric.name.removesuffix("_total") + ("_total" if metric.type == "counter" else "")
         for metric in ServingMetrics().registry.collect()
-    }
-    return frozenset(DESIGN_METRICS | registered)
+    )
+
+
+@functools.cache
+def _known_metrics() -> frozenset[str]:
+    """DESIGN.md's names plus every metric the serving app registers."""
+    return frozenset(DESIGN_METRICS | _registered_metrics())
+
+
+def test_the_serving_app_exports_every_design_metric() -> None:
+    # Alert rules and panels on a name nobody exports would stay silent forever.
+    assert DESIGN_METRICS - _registered_metrics() == set()
 
 
 # ---------------------------------------------------------------------------- Prometheus
@@ -185,7 +195,8 @@ def test_alerts_cover_the_design_signals() -> None:
     assert re.search(r'mlops_requests_total\{[^}]*code=~"5\.\."', joined)
     assert "histogram_quantile(0.99" in joined and "mlops_request_latency_seconds_bucket" in joined
     assert "rate(mlops_shadow_mirror_dropped_total" in joined
-    assert re.search(r"mlops_feature_drift\)\s*>", joined)
+    assert re.search(r"mlops_feature_drift\{method=\"psi\"\}\)\s*>", joined)
+    assert re.search(r"mlops_feature_drift_p_value\{method=\"chi_square\"\}\)\s*<", joined)
     assert "mlops_model_metric" in joined
     assert "absent(mlops_champion_info" in joined
     assert "mlops_lifecycle_decisions_total" in joined
