@@ -213,6 +213,11 @@ class ServingSection(_Strict):
     max_body_bytes: int = Field(2_000_000, ge=1024)
     shadow_timeout_s: float = Field(2.0, gt=0)
     max_inflight_shadow: int = Field(64, ge=1)
+    # Mirrored copies wait this long for company, then go to the shadow in one call.
+    shadow_batch_linger_s: float = Field(0.1, ge=0, le=5)
+    # Shadow replicas run at this `nice` level (0: as the champion) so they never take the
+    # champion's CPU on a small machine.
+    shadow_nice: int = Field(10, ge=0, le=19)
     admin_token_env: str = "MLOPS_ADMIN_TOKEN"
     prediction_log_flush_s: float = Field(0.5, gt=0)
     prediction_log_batch: int = Field(256, ge=1)

@@ -17,16 +17,17 @@ Deployments (application `mlops`):
 import asyncio
 import json
 import logging
+import math
 import os
 import random
 import shutil
 import tempfile
 import time
-import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
+import orjson
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
@@ -35,7 +36,8 @@ from ray.serve.handle import DeploymentHandle
 
 from mlops_assets.settings import ServingSection
 from serving.metrics import CONTENT_TYPE, ServingMetrics
-from serving.predlog import PredictionLogWriter
+from serving.mirror import MirrorCopy, MirrorOutcome, ShadowMirror
+from serving.predlog import LogEntry, PredictionLogWriter, encode_entries
 from serving.resolve import (
     CHAMPION_SLOT,
     ModelRef,
@@ -44,7 +46,7 @@ from serving.resolve import (
     shadow_slots,
     version_details,
 )
-from serving.validation import validate_records
+from serving.validation import validate_batch
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +55,8 @@ INGRESS_NAME = "ingress"
 INGRESS_REPLICAS = 1
 INGRESS_CPUS = 0.2
 ROLE_REFRESH_S = 2.0
+# Drift results and decisions are read from the store when scraped, at most this often.
+STORE_METRICS_MIN_S = 1.0
 INFO_TIMEOUT_S = 5.0
 CHAMPION_TIMEOUT_S = 30.0
 # Serve's own access log doubles every request line; errors still reach the log.
@@ -183,8 +187,12 @@ def _probe_record(schema: Any) -> dict[str, Any]:
 class ModelServer:
     """Serves one slot (champion or a shadow): validates inputs and predicts with the bundle."""
 
-    def __init__(self, slot: str, tracking_uri: str, model_name: str) -> None:
+    def __init__(self, slot: str, tracking_uri: str, model_name: str, nice: int = 0) -> None:
         os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+        if nice > 0:
+            # A shadow is best effort: on a small machine its CPU must go to the champion first.
+            # The replica owns its worker process, so this lowers nothing else.
+            os.nice(nice)
         self._slot = slot
         self._tracking_uri = tracking_uri
         self._model_name = model_name
@@ -240,10 +248,12 @@ class ModelServer:
         if old is not None:
             shutil.rmtree(old.path, ignore_errors=True)
 
-    async def _apply_fault(self) -> None:
+    async def _apply_fault(self) -> float:
+        """Act out the injected fault, if any; return the seconds it took."""
         fault = self._fault
         if fault is None:
-            return
+            return 0.0
+        started = time.perf_counter()
         if fault.kind == "raise":
             raise RuntimeError(f"injected fault in {self._slot}")
         if fault.kind == "sleep":
@@ -252,17 +262,16 @@ class ModelServer:
             time.sleep(fault.seconds)
         elif fault.kind == "crash":
             os._exit(1)
+        return time.perf_counter() - started
 
-    async def predict(
-        self, records: list[Any], prefix: str = "instances", single: bool = False
+    @staticmethod
+    def _answer(
+        loaded: _Loaded, records: list[Any], prefix: str, single: bool, extra_s: float = 0.0
     ) -> dict[str, Any]:
-        """Validate and predict; a dict with `status` ok, invalid or unavailable."""
-        await self._apply_fault()
-        loaded = self._loaded
-        if loaded is None:
-            return {"status": "unavailable", "slot": self._slot, "error": self._load_error}
+        """Validate and predict one request; `model_ms` is the time it took here."""
+        started = time.perf_counter()
         predictor = loaded.predictor
-        result = validate_records(
+        result = validate_batch(
             predictor.schema, records, prefix, single=single, binary_strings=loaded.binary_strings
         )
         if not result.ok:
@@ -271,10 +280,7 @@ class ModelServer:
                 "version": loaded.ref.version,
                 "errors": [e.model_dump() for e in result.errors],
             }
-        if predictor.mode == "torchscript":
-            batch = predictor.predict(result.records)
-        else:
-            batch = await asyncio.to_thread(predictor.predict, result.records)
+        batch = predictor.predict(result.columns)
         return {
             "status": "ok",
             "version": loaded.ref.version,
@@ -283,7 +289,42 @@ class ModelServer:
             "classes": batch.classes,
             "warnings": [w.model_dump() for w in result.warnings],
             "warning_counts": result.warning_counts,
+            "model_ms": (extra_s + time.perf_counter() - started) * 1000,
         }
+
+    def _unavailable(self) -> dict[str, Any]:
+        return {"status": "unavailable", "slot": self._slot, "error": self._load_error}
+
+    async def predict(
+        self, records: list[Any], prefix: str = "instances", single: bool = False
+    ) -> dict[str, Any]:
+        """Validate and predict; a dict with `status` ok, invalid or unavailable."""
+        fault_s = await self._apply_fault()
+        loaded = self._loaded
+        if loaded is None:
+            return self._unavailable()
+        if loaded.predictor.mode == "torchscript":
+            return self._answer(loaded, records, prefix, single, fault_s)
+        return await asyncio.to_thread(self._answer, loaded, records, prefix, single, fault_s)
+
+    async def predict_many(self, requests: list[tuple[list[Any], bool]]) -> list[dict[str, Any]]:
+        """Answer several mirrored requests in one call, each validated and timed on its own."""
+        fault_s = await self._apply_fault()
+        loaded = self._loaded
+        if loaded is None:
+            return [self._unavailable() for _ in requests]
+
+        def answer_all() -> list[dict[str, Any]]:
+            return [
+                self._answer(
+                    loaded, records, "features" if single else "instances", single, fault_s
+                )
+                for records, single in requests
+            ]
+
+        if loaded.predictor.mode == "torchscript":
+            return answer_all()
+        return await asyncio.to_thread(answer_all)
 
     async def info(self) -> dict[str, Any]:
         """What this replica serves right now."""
@@ -296,6 +337,7 @@ class ModelServer:
             "load_error": self._load_error,
             "fault": self._fault.kind if self._fault else None,
             "pid": os.getpid(),
+            "nice": os.nice(0),
         }
         if loaded is None:
             return base
@@ -358,11 +400,47 @@ async def read_json_body(request: Request, limit: int) -> Any:
     if not body:
         raise ApiError(400, "empty body; send a JSON object")
     try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError:
+        pass
+    # The lenient parser reads what many clients send for non-finite floats (NaN, Infinity),
+    # so such a request gets the 422 naming the field instead of a bare 400.
+    try:
         return json.loads(body)
     except UnicodeDecodeError:
         raise ApiError(400, "body is not UTF-8 text") from None
     except ValueError as exc:
         raise ApiError(400, f"body is not valid JSON: {exc}") from None
+
+
+def json_response(payload: Any, status: int = 200) -> Response:
+    """A JSON answer encoded with orjson (several times faster than the stdlib on batches)."""
+    return Response(orjson.dumps(payload), status_code=status, media_type="application/json")
+
+
+def split_records(split: Any) -> list[dict[str, Any]]:
+    """Rows of MLflow's `dataframe_split` (`{"columns": [...], "data": [[...], ...]}`)."""
+    where = "dataframe_split"
+    if not isinstance(split, dict):
+        raise _field_error(where, "expected an object with 'columns' and 'data'")
+    columns, data = split.get("columns"), split.get("data")
+    if not isinstance(columns, list) or not all(isinstance(c, str) for c in columns):
+        raise _field_error(f"{where}.columns", "expected an array of column names")
+    if len(set(columns)) != len(columns):
+        raise _field_error(f"{where}.columns", "names must be unique")
+    if not isinstance(data, list):
+        raise _field_error(f"{where}.data", "expected an array of rows")
+    width = len(columns)
+    for i, row in enumerate(data):
+        if not isinstance(row, list) or len(row) != width:
+            raise _field_error(f"{where}.data[{i}]", f"expected an array of {width} values")
+    return [dict(zip(columns, row, strict=True)) for row in data]
+
+
+def new_request_ids(n: int) -> list[str]:
+    """n random 128-bit ids as 32 hex characters (one urandom call for the whole batch)."""
+    raw = os.urandom(16 * n).hex()
+    return [raw[i : i + 32] for i in range(0, 32 * n, 32)]
 
 
 _TRUTHY = {"1", "1.0", "true", "yes", "y", "t"}
@@ -414,7 +492,8 @@ class Ingress:
         self._active_shadows: dict[str, str] = {}
         self._champion_version: str | None = None
         self._details_cache: dict[str, Any] = {}
-        self._inflight = 0
+        self._mirrors: dict[str, ShadowMirror] = {}
+        self._store_metrics_at = -math.inf
         self._tasks: set[asyncio.Task[Any]] = set()
         self._started = False
         self._store: Any = None
@@ -424,6 +503,7 @@ class Ingress:
             flush_s=self._serving.prediction_log_flush_s,
             on_written=self._metrics.predlog_written.inc,
             on_dropped=self._metrics.predlog_dropped.inc,
+            size=len,
         )
 
     # --- lifecycle ---------------------------------------------------------------------------
@@ -448,6 +528,8 @@ class Ingress:
         self._mirror_percent = cfg.shadow_traffic_percent
         self._shadow_timeout_s = cfg.shadow_timeout_s or self._serving.shadow_timeout_s
         self._max_inflight = cfg.max_inflight_shadow or self._serving.max_inflight_shadow
+        for mirror in self._mirrors.values():
+            mirror.max_pending, mirror.timeout_s = self._max_inflight, self._shadow_timeout_s
         self._ensure_started()
 
     async def mirroring(self) -> dict[str, Any]:
@@ -465,6 +547,15 @@ class Ingress:
             except Exception:
                 log.exception("refreshing the served versions failed")
             await asyncio.sleep(ROLE_REFRESH_S)
+
+    def refresh_store_metrics(self) -> None:
+        """Export the store's latest drift results and decision counts as metrics."""
+        store = self._open_store()
+        name = self._args.model_name
+        self._metrics.set_drift(
+            {(r.feature, r.method): (r.statistic, r.p_value) for r in store.latest_drift(name)}
+        )
+        self._metrics.set_decision_counts(store.decision_counts(name))
 
     async def _slot_info(self, slot: str) -> dict[str, Any]:
         handle = self._champion if slot == CHAMPION_SLOT else self._shadows[slot]
@@ -528,47 +619,14 @@ class Ingress:
             self._store = LifecycleStore(self._args.lifecycle_db_url)
         return self._store
 
-    def _write_rows(self, rows: list[dict[str, Any]]) -> int:
-        from mlops_assets.lifecycle.store import PredictionRow
+    def _write_rows(self, entries: list[LogEntry]) -> int:
+        # Runs in the writer's thread: rows are expanded and encoded here, not per request.
+        rows = encode_entries(entries, self._args.model_name)
+        return self._open_store().append_prediction_rows(rows)
 
-        # The ingress built these rows itself with the right types: skip re-validating them
-        # (validation cost as much as the insert, and this thread shares the ingress's GIL).
-        return self._open_store().log_predictions(
-            [PredictionRow.model_construct(**r) for r in rows]
-        )
-
-    def _log(
-        self,
-        role: str,
-        version: str,
-        request_ids: list[str],
-        records: list[Any],
-        out: dict[str, Any] | None,
-        latency_ms: float,
-        error: str | None = None,
-    ) -> None:
-        if not self._args.log_predictions:
-            return
-        now = datetime.now(UTC)
-        rows = []
-        for i, (rid, rec) in enumerate(zip(request_ids, records, strict=True)):
-            row: dict[str, Any] = {
-                "request_id": rid,
-                "time": now,
-                "role": role,
-                "model_name": self._args.model_name,
-                "model_version": version,
-                "inputs": rec if isinstance(rec, dict) else {"_raw": rec},
-                "latency_ms": latency_ms,
-                "error": error,
-            }
-            if out is not None and error is None:
-                row["prediction"] = out["labels"][i]
-                row["probabilities"] = dict(
-                    zip(out["classes"], map(float, out["probabilities"][i]), strict=True)
-                )
-            rows.append(row)
-        self._writer.submit(rows)
+    def _log(self, entry: LogEntry) -> None:
+        if self._args.log_predictions:
+            self._writer.submit([entry])
 
     # --- metrics helpers ---------------------------------------------------------------------
 
@@ -588,30 +646,38 @@ class Ingress:
 
     # --- predictions -------------------------------------------------------------------------
 
-    def _extract(self, body: Any, single: bool) -> list[Any]:
-        key = "features" if single else "instances"
-        if not isinstance(body, dict):
-            raise _field_error("body", f"expected a JSON object with {key!r}")
-        if key not in body:
-            raise _field_error(key, "is missing")
-        value = body[key]
+    def _extract(self, body: Any, single: bool) -> tuple[list[Any], str]:
+        """The request's rows, and how error messages name them (`instances[3].age`)."""
         if single:
-            if not isinstance(value, dict):
-                raise _field_error(key, "expected an object of feature values")
-            return [value]
-        if not isinstance(value, list):
-            raise _field_error(key, "expected an array of objects")
-        if not value:
-            raise _field_error(key, "must not be empty")
-        if len(value) > self._serving.max_batch_size:
+            if not isinstance(body, dict):
+                raise _field_error("body", "expected a JSON object with 'features'")
+            if "features" not in body:
+                raise _field_error("features", "is missing")
+            if not isinstance(body["features"], dict):
+                raise _field_error("features", "expected an object of feature values")
+            return [body["features"]], "features"
+        prefix = "instances"
+        if isinstance(body, dict) and "dataframe_split" in body and "instances" not in body:
+            records = split_records(body["dataframe_split"])
+            prefix = "dataframe_split.data"
+        else:
+            if not isinstance(body, dict):
+                raise _field_error("body", "expected a JSON object with 'instances'")
+            if "instances" not in body:
+                raise _field_error("instances", "is missing")
+            records = body["instances"]
+            if not isinstance(records, list):
+                raise _field_error("instances", "expected an array of objects")
+        if not records:
+            raise _field_error("instances", "must not be empty")
+        if len(records) > self._serving.max_batch_size:
             raise ApiError(
                 413,
-                f"{len(value)} instances exceed max_batch_size ({self._serving.max_batch_size})",
+                f"{len(records)} instances exceed max_batch_size ({self._serving.max_batch_size})",
             )
-        return value
+        return records, prefix
 
-    async def _call_champion(self, records: list[Any], single: bool) -> dict[str, Any]:
-        prefix = "features" if single else "instances"
+    async def _call_champion(self, records: list[Any], prefix: str, single: bool) -> dict[str, Any]:
         try:
             out = await asyncio.wait_for(
                 self._champion.predict.remote(records, prefix, single), CHAMPION_TIMEOUT_S
@@ -635,8 +701,8 @@ class Ingress:
         version = self._champion_version
         try:
             body = await read_json_body(request, self._serving.max_body_bytes)
-            records = self._extract(body, single)
-            out = await self._call_champion(records, single)
+            records, prefix = self._extract(body, single)
+            out = await self._call_champion(records, prefix, single)
         except ApiError as err:
             self._count("champion", version, endpoint, err.status)
             return err.response()
@@ -644,10 +710,9 @@ class Ingress:
         if version != self._champion_version:
             self._champion_version = version
             self._metrics.set_champion(version)
-        request_ids = [uuid.uuid4().hex for _ in records]
-        probs = [
-            dict(zip(out["classes"], map(float, row), strict=True)) for row in out["probabilities"]
-        ]
+        request_ids = new_request_ids(len(records))
+        classes = out["classes"]
+        probs = [dict(zip(classes, row, strict=True)) for row in out["probabilities"].tolist()]
         if single:
             payload: dict[str, Any] = {
                 "request_id": request_ids[0],
@@ -664,83 +729,116 @@ class Ingress:
             }
         if out["warnings"]:
             payload["warnings"] = out["warnings"]
+        response = json_response(payload)
         elapsed = time.perf_counter() - started
         self._count("champion", version, endpoint, 200)
         self._metrics.latency.labels(role="champion", model_version=version).observe(elapsed)
+        self._metrics.model_latency.labels(role="champion", model_version=version).observe(
+            out["model_ms"] / 1000
+        )
         self._count_predictions("champion", version, out["labels"])
         for (feature, kind), n in out["warning_counts"].items():
             self._metrics.input_warnings.labels(feature=feature, kind=kind).inc(n)
-        self._log("champion", version, request_ids, records, out, elapsed * 1000)
+        self._log(
+            LogEntry(
+                role="champion",
+                version=version,
+                time=datetime.now(UTC),
+                request_ids=request_ids,
+                records=records,
+                latency_ms=out["model_ms"],
+                labels=out["labels"],
+                probabilities=out["probabilities"],
+                classes=classes,
+            )
+        )
         self._mirror(endpoint, request_ids, records, single)
-        return JSONResponse(payload)
+        return response
 
     # --- mirroring ---------------------------------------------------------------------------
 
     def _mirror(
         self, endpoint: str, request_ids: list[str], records: list[Any], single: bool
     ) -> None:
-        """Sample this request for the shadows; fire the calls without waiting for them."""
+        """Sample this request for the shadows; hand each a copy without waiting for it."""
         percent = self._mirror_percent
         if percent <= 0 or not self._active_shadows:
             return
         if percent < 100 and self._rng.random() * 100 >= percent:
             return
         for slot, version in list(self._active_shadows.items()):
-            if self._inflight >= self._max_inflight:
-                self._metrics.shadow_dropped.inc()
-                continue
-            self._inflight += 1
-            self._metrics.shadow_inflight.set(self._inflight)
-            self._spawn(self._shadow_call(slot, version, endpoint, request_ids, records, single))
-
-    async def _shadow_call(
-        self,
-        slot: str,
-        version: str,
-        endpoint: str,
-        request_ids: list[str],
-        records: list[Any],
-        single: bool,
-    ) -> None:
-        started = time.perf_counter()
-        out: dict[str, Any] | None = None
-        error: str | None = None
-        code = 200
-        response = None
-        try:
-            response = self._shadows[slot].predict.remote(
-                records, "features" if single else "instances", single
-            )
-            out = await asyncio.wait_for(response, self._shadow_timeout_s)
-        except TimeoutError:
-            code, error = 504, f"timeout after {self._shadow_timeout_s:g}s"
-            if response is not None:
-                response.cancel()
-        except Exception as exc:
-            code, error = 500, f"{type(exc).__name__}: {exc}"[:500]
-        finally:
-            self._inflight -= 1
-            self._metrics.shadow_inflight.set(self._inflight)
-        elapsed = time.perf_counter() - started
-        if out is not None:
-            if out["status"] == "unavailable":
-                return  # the slot was emptied since the last refresh: nothing was mirrored
-            version = out.get("version") or version
-            if out["status"] == "invalid":
-                code, error = (
-                    422,
-                    "; ".join(f"{e['field']}: {e['message']}" for e in out["errors"][:5]),
+            mirror = self._mirrors.get(slot)
+            if mirror is None:
+                mirror = self._mirrors[slot] = ShadowMirror(
+                    slot,
+                    send=lambda batch, slot=slot: self._send_shadow(slot, batch),
+                    report=self._report_shadow,
+                    max_pending=self._max_inflight,
+                    timeout_s=self._shadow_timeout_s,
+                    linger_s=self._serving.shadow_batch_linger_s,
+                    max_rows=self._serving.max_batch_size,
+                    on_pending=self._pending_changed,
                 )
+            copy = MirrorCopy(endpoint, request_ids, records, single, version)
+            if not mirror.offer(copy):
+                self._metrics.shadow_dropped.inc()
+
+    def _pending_changed(self, _: int) -> None:
+        self._metrics.shadow_inflight.set(sum(m.pending for m in self._mirrors.values()))
+
+    async def _send_shadow(
+        self, slot: str, batch: list[tuple[list[Any], bool]]
+    ) -> list[dict[str, Any]]:
+        response = self._shadows[slot].predict_many.remote(batch)
+        try:
+            return await response
+        except asyncio.CancelledError:  # timed out: stop the replica's work too
+            response.cancel()
+            raise
+
+    def _report_shadow(self, copy: MirrorCopy, outcome: MirrorOutcome) -> None:
+        """Metrics and prediction-log rows for one mirrored request."""
+        if outcome.code == 503:
+            return  # the slot was emptied since the last refresh: nothing was mirrored
+        answer = outcome.answer or {}
+        version = answer.get("version") or copy.version
         self._metrics.shadow_mirrored.labels(model_version=version).inc()
-        self._count("shadow", version, endpoint, code)
-        if error is None and out is not None:
-            self._metrics.latency.labels(role="shadow", model_version=version).observe(elapsed)
-            self._count_predictions("shadow", version, out["labels"])
-            self._log("shadow", version, request_ids, records, out, elapsed * 1000)
-        else:
-            kind = {504: "timeout", 422: "invalid"}.get(code, "error")
-            self._metrics.shadow_failures.labels(model_version=version, kind=kind).inc()
-            self._log("shadow", version, request_ids, records, None, elapsed * 1000, error)
+        self._count("shadow", version, copy.endpoint, outcome.code)
+        now = datetime.now(UTC)
+        if outcome.code == 200:
+            model_s = answer["model_ms"] / 1000
+            self._metrics.latency.labels(role="shadow", model_version=version).observe(model_s)
+            self._metrics.model_latency.labels(role="shadow", model_version=version).observe(
+                model_s
+            )
+            self._count_predictions("shadow", version, answer["labels"])
+            self._log(
+                LogEntry(
+                    role="shadow",
+                    version=version,
+                    time=now,
+                    request_ids=copy.request_ids,
+                    records=copy.records,
+                    latency_ms=answer["model_ms"],
+                    labels=answer["labels"],
+                    probabilities=answer["probabilities"],
+                    classes=answer["classes"],
+                )
+            )
+            return
+        kind = {504: "timeout", 422: "invalid"}.get(outcome.code, "error")
+        self._metrics.shadow_failures.labels(model_version=version, kind=kind).inc()
+        self._log(
+            LogEntry(
+                role="shadow",
+                version=version,
+                time=now,
+                request_ids=copy.request_ids,
+                records=copy.records,
+                latency_ms=(time.monotonic() - copy.enqueued) * 1000,
+                error=outcome.error,
+            )
+        )
 
     # --- endpoints ---------------------------------------------------------------------------
 
@@ -751,7 +849,7 @@ class Ingress:
 
     @api.post("/batch_predict")
     async def batch_predict(self, request: Request) -> Response:
-        """`{"instances": [{...}, ...]}` -> the champion's answers, one per instance."""
+        """`{"instances": [{...}, ...]}` (or MLflow's `dataframe_split`) -> one answer each."""
         return await self._serve_predictions(request, "/batch_predict", single=False)
 
     @staticmethod
@@ -766,6 +864,7 @@ class Ingress:
             "load_error",
             "fault",
             "pid",
+            "nice",
         )
         return {k: info.get(k) for k in keys}
 
@@ -884,8 +983,14 @@ class Ingress:
 
     @api.get("/metrics")
     async def metrics(self) -> Response:
-        """Prometheus text format."""
+        """Prometheus text format (drift and decision counts read from the store on scrape)."""
         self._ensure_started()
+        if time.monotonic() - self._store_metrics_at >= STORE_METRICS_MIN_S:
+            self._store_metrics_at = time.monotonic()
+            try:
+                await asyncio.to_thread(self.refresh_store_metrics)
+            except Exception as exc:  # the store may be down: serve the other metrics anyway
+                log.warning("reading drift and decisions from the store failed: %r", exc)
         return Response(self._metrics.render(), media_type=CONTENT_TYPE)
 
     def _check_admin(self, request: Request) -> None:
@@ -943,9 +1048,10 @@ def build_app(args: AppArgs, slots: dict[str, ModelRef | None] | None = None) ->
     options = {"ray_actor_options": {"num_cpus": model_cpus(args)}}
 
     def model(slot: str) -> Any:
+        nice = 0 if slot == CHAMPION_SLOT else args.serving.shadow_nice
         return ModelServer.options(
             name=slot, user_config=slot_config(slots.get(slot)), **options
-        ).bind(slot, args.tracking_uri, args.model_name)
+        ).bind(slot, args.tracking_uri, args.model_name, nice)
 
     champion = model(CHAMPION_SLOT)
     shadows = [model(slot) for slot in shadow_slots(args.max_shadows)]

@@ -8,7 +8,9 @@ ingress replica (`serving.app.INGRESS_REPLICAS`); were it scaled out, each repli
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import contextlib
+import math
+from collections.abc import Iterator, Mapping
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -19,6 +21,8 @@ from prometheus_client import (
     disable_created_metrics,
     generate_latest,
 )
+from prometheus_client.core import CounterMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 # `*_created` series double the output and nothing here reads them.
 disable_created_metrics()
@@ -29,6 +33,29 @@ LATENCY_BUCKETS = (
 )  # fmt: skip
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
+
+
+class DecisionCounts(Collector):
+    """`mlops_lifecycle_decisions_total{decision}`: counts of the store's append-only decisions.
+
+    The lifecycle store is the source of truth (decisions are made by Dagster runs and the
+    CLI, not here), so this counter is read from it rather than incremented: it only grows,
+    and survives restarts of the server.
+    """
+
+    def __init__(self) -> None:
+        self.counts: dict[str, int] = {}
+
+    def collect(self) -> Iterator[Metric]:
+        """One sample per decision value."""
+        family = CounterMetricFamily(
+            "mlops_lifecycle_decisions",
+            "Lifecycle decisions recorded in the lifecycle store, by decision",
+            labels=["decision"],
+        )
+        for decision, count in sorted(self.counts.items()):
+            family.add_metric([decision], count)
+        yield family
 
 
 class ServingMetrics:
@@ -45,7 +72,16 @@ class ServingMetrics:
         )
         self.latency = Histogram(
             "mlops_request_latency_seconds",
-            "Latency of answered requests (champion: end to end in the ingress; shadow: the call)",
+            "Latency of answered requests (champion: end to end in the ingress; shadow: in its "
+            "replica, as shadow copies travel in batches)",
+            ["role", "model_version"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.model_latency = Histogram(
+            "mlops_model_latency_seconds",
+            "Time a model replica spent answering one request (validation and prediction); "
+            "the like-for-like champion vs shadow comparison",
             ["role", "model_version"],
             buckets=LATENCY_BUCKETS,
             registry=r,
@@ -58,23 +94,25 @@ class ServingMetrics:
         )
         self.shadow_dropped = Counter(
             "mlops_shadow_mirror_dropped_total",
-            "Sampled shadow calls not made because max_inflight_shadow calls were in flight",
+            "Sampled shadow copies not sent because max_inflight_shadow copies were pending",
             registry=r,
         )
         self.shadow_mirrored = Counter(
             "mlops_shadow_mirrored_total",
-            "Shadow calls made, by shadow model version",
+            "Requests mirrored to a shadow and answered or failed, by shadow model version",
             ["model_version"],
             registry=r,
         )
         self.shadow_failures = Counter(
             "mlops_shadow_failures_total",
-            "Shadow calls that failed (kind: error, timeout, invalid)",
+            "Mirrored requests the shadow did not answer (kind: error, timeout, invalid)",
             ["model_version", "kind"],
             registry=r,
         )
         self.shadow_inflight = Gauge(
-            "mlops_shadow_inflight", "Shadow calls in flight right now", registry=r
+            "mlops_shadow_inflight",
+            "Mirrored requests buffered or in a shadow call right now",
+            registry=r,
         )
         self.champion_info = Gauge(
             "mlops_champion_info",
@@ -104,8 +142,24 @@ class ServingMetrics:
             "Prediction rows dropped (queue full or store unreachable)",
             registry=r,
         )
+        self.feature_drift = Gauge(
+            "mlops_feature_drift",
+            "Latest drift statistic per feature and method against the champion's training "
+            "data (psi: PSI; ks, chi_square: the test statistic), from the lifecycle store",
+            ["feature", "method"],
+            registry=r,
+        )
+        self.feature_drift_p = Gauge(
+            "mlops_feature_drift_p_value",
+            "p-value of the latest drift test per feature and method (ks, chi_square)",
+            ["feature", "method"],
+            registry=r,
+        )
+        self.decisions = DecisionCounts()
+        r.register(self.decisions)
         self._champion_version: str | None = None
         self._metric_labels: set[tuple[str, str, str]] = set()
+        self._drift_labels: set[tuple[str, str]] = set()
 
     def set_champion(self, version: str | None) -> None:
         """Point `mlops_champion_info` at `version` (one series at a time)."""
@@ -128,6 +182,24 @@ class ServingMetrics:
         for (role, version, name), value in wanted.items():
             self.model_metric.labels(role=role, model_version=version, metric=name).set(value)
         self._metric_labels = set(wanted)
+
+    def set_drift(self, rows: Mapping[tuple[str, str], tuple[float, float | None]]) -> None:
+        """Replace the drift gauges with {(feature, method): (statistic, p_value)}."""
+        for labels in self._drift_labels - set(rows):
+            self.feature_drift.remove(*labels)
+            with contextlib.suppress(KeyError):
+                self.feature_drift_p.remove(*labels)
+        for (feature, method), (statistic, p_value) in rows.items():
+            if math.isnan(statistic):
+                continue  # too few values to compute: no sample rather than a NaN one
+            self.feature_drift.labels(feature=feature, method=method).set(statistic)
+            if p_value is not None and not math.isnan(p_value):
+                self.feature_drift_p.labels(feature=feature, method=method).set(p_value)
+        self._drift_labels = {k for k, (v, _) in rows.items() if not math.isnan(v)}
+
+    def set_decision_counts(self, counts: Mapping[str, int]) -> None:
+        """The store's decision counts behind `mlops_lifecycle_decisions_total`."""
+        self.decisions.counts = dict(counts)
 
     def render(self) -> bytes:
         """Prometheus text exposition of every metric."""

@@ -4,25 +4,38 @@ Requests only append to a bounded in-memory queue (never wait on the database). 
 task writes a batch every `flush_s` seconds, or sooner when `batch` rows are waiting, through
 a blocking sink run in a worker thread. A full queue drops rows and counts them; a failing
 sink is retried a few times, then its rows are dropped and counted.
+
+Queue items may stand for several rows each (`size(item)`, 1 by default): the ingress queues
+one columnar entry per request, and the sink expands entries into rows on its own thread.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 from collections import deque
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
+
+import orjson
 
 log = logging.getLogger(__name__)
 
 Sink = Callable[[Sequence[Any]], int]
 Counter = Callable[[int], None]
+Size = Callable[[Any], int]
 
 
 def _ignore(_: int) -> None:
     return None
+
+
+def _one(_: Any) -> int:
+    return 1
 
 
 class PredictionLogWriter:
@@ -38,6 +51,7 @@ class PredictionLogWriter:
         retries: int = 3,
         on_written: Counter = _ignore,
         on_dropped: Counter = _ignore,
+        size: Size = _one,
     ) -> None:
         self._sink = sink
         self._batch = max(1, batch)
@@ -46,7 +60,9 @@ class PredictionLogWriter:
         self._retries = retries
         self._on_written = on_written
         self._on_dropped = on_dropped
+        self._size = size
         self._queue: deque[Any] = deque()
+        self._rows = 0
         self._wake: asyncio.Event | None = None
         self._task: asyncio.Task[None] | None = None
         self._write_lock: asyncio.Lock | None = None
@@ -57,7 +73,7 @@ class PredictionLogWriter:
     @property
     def pending(self) -> int:
         """Rows waiting to be written."""
-        return len(self._queue)
+        return self._rows
 
     def start(self) -> None:
         """Start the background flusher on the running event loop (idempotent)."""
@@ -66,20 +82,32 @@ class PredictionLogWriter:
             self._write_lock = asyncio.Lock()
             self._task = asyncio.get_running_loop().create_task(self._run())
 
-    def submit(self, rows: Sequence[Any]) -> int:
-        """Queue rows without blocking; return how many were dropped because the queue is full."""
-        if self._closed:
-            self._drop(len(rows))
-            return len(rows)
-        room = max(0, self._max_queue - len(self._queue))
-        accepted = rows[:room]
-        self._queue.extend(accepted)
-        dropped = len(rows) - len(accepted)
+    def submit(self, items: Sequence[Any]) -> int:
+        """Queue items without blocking; return how many rows were dropped (queue full)."""
+        dropped = 0
+        for item in items:
+            n = self._size(item)
+            if self._closed or self._rows + n > self._max_queue:
+                dropped += n
+                continue
+            self._queue.append(item)
+            self._rows += n
         if dropped:
             self._drop(dropped)
-        if self._wake is not None and len(self._queue) >= self._batch:
+        if self._wake is not None and self._rows >= self._batch:
             self._wake.set()
         return dropped
+
+    def _take(self) -> tuple[list[Any], int]:
+        """Queued items adding up to about `batch` rows (at least one item)."""
+        chunk, rows = [], 0
+        while self._queue and (not chunk or rows + self._size(self._queue[0]) <= self._batch):
+            item = self._queue.popleft()
+            n = self._size(item)
+            chunk.append(item)
+            rows += n
+        self._rows -= rows
+        return chunk, rows
 
     def _drop(self, n: int) -> None:
         self.dropped += n
@@ -100,25 +128,25 @@ class PredictionLogWriter:
         assert self._write_lock is not None
         async with self._write_lock:
             while self._queue:
-                chunk = [self._queue.popleft() for _ in range(min(self._batch, len(self._queue)))]
-                await self._write_chunk(chunk)
-                if not drain and len(self._queue) < self._batch:
+                chunk, rows = self._take()
+                await self._write_chunk(chunk, rows)
+                if not drain and self._rows < self._batch:
                     break
 
-    async def _write_chunk(self, chunk: list[Any]) -> None:
+    async def _write_chunk(self, chunk: list[Any], rows: int) -> None:
         for attempt in range(self._retries + 1):
             try:
                 await asyncio.to_thread(self._sink, chunk)
             except Exception as exc:
                 if attempt == self._retries:
-                    log.error("dropping %d prediction rows: %s", len(chunk), exc)
-                    self._drop(len(chunk))
+                    log.error("dropping %d prediction rows: %s", rows, exc)
+                    self._drop(rows)
                     return
                 await asyncio.sleep(0.2 * (attempt + 1))
             else:
                 # Rows the store already had (same request, role, version) count as written.
-                self.written += len(chunk)
-                self._on_written(len(chunk))
+                self.written += rows
+                self._on_written(rows)
                 return
 
     async def flush(self) -> None:
@@ -142,12 +170,71 @@ class PredictionLogWriter:
         """Write everything queued from a thread with no event loop (shutdown paths)."""
         self._closed = True
         while self._queue:
-            chunk = [self._queue.popleft() for _ in range(min(self._batch, len(self._queue)))]
+            chunk, rows = self._take()
             try:
                 self._sink(chunk)
             except Exception as exc:
-                log.error("dropping %d prediction rows at shutdown: %s", len(chunk), exc)
-                self._drop(len(chunk))
+                log.error("dropping %d prediction rows at shutdown: %s", rows, exc)
+                self._drop(rows)
             else:
-                self.written += len(chunk)
-                self._on_written(len(chunk))
+                self.written += rows
+                self._on_written(rows)
+
+
+@dataclass(slots=True)
+class LogEntry:
+    """One request's predictions by one model, kept as columns until the writer thread."""
+
+    role: str
+    version: str
+    time: datetime
+    request_ids: list[str]
+    records: list[Any]
+    latency_ms: float
+    labels: list[str] | None = None
+    probabilities: Any = None  # rows of class probabilities, in `classes` order
+    classes: list[str] | None = None
+    error: str | None = None
+
+    def __len__(self) -> int:
+        return len(self.request_ids)
+
+
+def _json(value: Any) -> str:
+    try:
+        return orjson.dumps(value).decode()
+    except TypeError:  # e.g. an int past 64 bits from a lenient parse
+        return json.dumps(value, default=str)
+
+
+def encode_entries(entries: Sequence[LogEntry], model_name: str) -> list[tuple[Any, ...]]:
+    """Rows for `LifecycleStore.append_prediction_rows` (PREDICTION_LOG_COLUMNS order)."""
+    rows: list[tuple[Any, ...]] = []
+    for e in entries:
+        inputs = [_json(r if isinstance(r, dict) else {"_raw": r}) for r in e.records]
+        if e.labels is not None and e.error is None:
+            probs = e.probabilities
+            probs = probs.tolist() if hasattr(probs, "tolist") else probs
+            classes = e.classes or []
+            answers = zip(e.request_ids, inputs, e.labels, probs, strict=True)
+            rows.extend(
+                (
+                    rid,
+                    e.time,
+                    e.role,
+                    model_name,
+                    e.version,
+                    inp,
+                    label,
+                    _json(dict(zip(classes, row, strict=True))),
+                    e.latency_ms,
+                    None,
+                )
+                for rid, inp, label, row in answers
+            )
+        else:
+            rows.extend(
+                (rid, e.time, e.role, model_name, e.version, inp, None, None, e.latency_ms, e.error)
+                for rid, inp in zip(e.request_ids, inputs, strict=True)
+            )
+    return rows

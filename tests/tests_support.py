@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import socket
+from collections.abc import Iterator
 
 
 def free_port() -> int:
@@ -79,3 +81,23 @@ def check_lock_serialises_threads(store, tmp_path) -> None:
         t.join(120)
     assert errors == []
     assert counter.read_text() == "20"
+
+
+@contextlib.contextmanager
+def pg_schema_url(base_url: str) -> Iterator[str]:
+    """A PostgreSQL URL whose search_path is a fresh schema, dropped on exit."""
+    import uuid
+
+    import sqlalchemy as sa
+
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    admin = sa.create_engine(base_url)
+    with admin.begin() as conn:
+        conn.exec_driver_sql(f'CREATE SCHEMA "{schema}"')
+    url = sa.make_url(base_url).update_query_dict({"options": f"-csearch_path={schema}"})
+    try:
+        yield url.render_as_string(hide_password=False)
+    finally:
+        with admin.begin() as conn:
+            conn.exec_driver_sql(f'DROP SCHEMA "{schema}" CASCADE')
+        admin.dispose()

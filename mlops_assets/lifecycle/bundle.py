@@ -319,36 +319,43 @@ class Predictor:
         """The output feature (target column) name."""
         return self.manifest.target
 
-    def predict(self, records: Sequence[Mapping[str, Any]] | pd.DataFrame) -> PredictionBatch:
-        """Predict N rows given as a list of feature dicts or a DataFrame."""
+    def predict(
+        self, records: Sequence[Mapping[str, Any]] | pd.DataFrame | Mapping[str, list[Any]]
+    ) -> PredictionBatch:
+        """Predict N rows given as feature dicts, a DataFrame, or columns (`{name: values}`)."""
         if isinstance(records, pd.DataFrame):
-            frame = records
-            rows: Sequence[Mapping[str, Any]] | None = None
+            columns: Mapping[str, list[Any]] | None = None
+            frame: pd.DataFrame | None = records
+            n = len(frame)
+        elif isinstance(records, Mapping):
+            columns, frame = records, None
+            n = len(next(iter(columns.values()), []))
         else:
-            frame, rows = None, records
-        n = len(frame) if frame is not None else len(rows or [])
+            frame = None
+            columns = {
+                f.name: [row[f.name] for row in records] for f in self.manifest.input_features
+            }
+            n = len(records)
         if n == 0:
             return PredictionBatch(
                 labels=[], probabilities=np.zeros((0, len(self.classes))), classes=self.classes
             )
         if self.mode == "torchscript":
-            return self._predict_torchscript(frame, rows)
+            return self._predict_torchscript(frame, columns)
         if frame is None:
-            frame = pd.DataFrame.from_records(list(rows or []))
+            frame = pd.DataFrame(dict(columns or {}))
         return self._predict_ludwig(frame)
 
+    @staticmethod
     def _column(
-        self,
-        name: str,
-        frame: pd.DataFrame | None,
-        rows: Sequence[Mapping[str, Any]] | None,
+        name: str, frame: pd.DataFrame | None, columns: Mapping[str, list[Any]] | None
     ) -> list[Any]:
         if frame is not None:
             return frame[name].tolist()
-        return [row[name] for row in rows or []]
+        return list((columns or {})[name])
 
     def _predict_torchscript(
-        self, frame: pd.DataFrame | None, rows: Sequence[Mapping[str, Any]] | None
+        self, frame: pd.DataFrame | None, columns: Mapping[str, list[Any]] | None
     ) -> PredictionBatch:
         import torch
 
@@ -360,16 +367,16 @@ class Predictor:
                         dtype=np.float32, na_value=np.nan
                     )
                 else:
-                    arr = _numbers([row[info.name] for row in rows or []])
+                    arr = _numbers(self._column(info.name, None, columns))
                 inputs[info.name] = torch.from_numpy(arr)
             elif info.type == "category":
                 fill = str(info.fill_value) if info.fill_value is not None else "<UNK>"
                 inputs[info.name] = [
                     v if type(v) is str else (fill if _missing(v) else str(v))
-                    for v in self._column(info.name, frame, rows)
+                    for v in self._column(info.name, frame, columns)
                 ]
             elif info.type == "binary":
-                values = self._column(info.name, frame, rows)
+                values = self._column(info.name, frame, columns)
                 arr = np.array([_to_bool(v, info) for v in values], dtype=np.float32)
                 inputs[info.name] = torch.from_numpy(arr)
             else:  # guarded at export; a hand-edited manifest could still get here

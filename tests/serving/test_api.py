@@ -19,6 +19,9 @@ def test_health_reports_champion_and_shadow(server: Server) -> None:
     assert body["champion"]["version"] == "1"
     assert body["champion"]["mode"] == "torchscript"
     assert [s["version"] for s in body["shadows"]] == ["2"]
+    # Shadows yield the CPU to the champion (Ray starts every worker at some niceness; a
+    # shadow adds serving.shadow_nice to it, up to 19).
+    assert body["shadows"][0]["nice"] > body["champion"]["nice"]
 
 
 def test_model_info_describes_served_versions(server: Server) -> None:
@@ -74,6 +77,17 @@ def test_batch_predict_matches_single_predictions(server: Server) -> None:
     assert body["predictions"][2] == single["prediction"]
     for cls, p in single["probabilities"].items():
         assert body["probabilities"][2][cls] == pytest.approx(p, abs=1e-6)
+
+
+def test_batch_predict_takes_mlflow_dataframe_split_too(server: Server) -> None:
+    rows = [valid_features(i) for i in range(5)]
+    columns = list(rows[0])[::-1]  # any column order
+    split = {"columns": columns, "data": [[r[c] for c in columns] for r in rows]}
+    a = server.client.post(f"{server.url}/batch_predict", json={"dataframe_split": split})
+    b = server.client.post(f"{server.url}/batch_predict", json={"instances": rows})
+    assert a.status_code == b.status_code == 200, a.text
+    assert a.json()["predictions"] == b.json()["predictions"]
+    assert a.json()["probabilities"] == b.json()["probabilities"]
 
 
 def test_warnings_are_answered_not_refused(server: Server) -> None:
@@ -197,6 +211,48 @@ MALFORMED: list[tuple[str, str, bytes, int, str | None]] = [
         json.dumps({"instances": [{"age": 1}] * (MAX_BATCH + 1)}).encode(),
         413,
         None,
+    ),
+    (
+        "split data row of the wrong width",
+        "/batch_predict",
+        b'{"dataframe_split": {"columns": ["a", "b"], "data": [[1, 2], [3]]}}',
+        422,
+        "dataframe_split.data[1]",
+    ),
+    (
+        "split columns not names",
+        "/batch_predict",
+        b'{"dataframe_split": {"columns": [1, 2], "data": []}}',
+        422,
+        "dataframe_split.columns",
+    ),
+    (
+        "split repeated column",
+        "/batch_predict",
+        b'{"dataframe_split": {"columns": ["a", "a"], "data": [[1, 2]]}}',
+        422,
+        "dataframe_split.columns",
+    ),
+    (
+        "split not an object",
+        "/batch_predict",
+        b'{"dataframe_split": [[1, 2]]}',
+        422,
+        "dataframe_split",
+    ),
+    (
+        "split row with a bad value",
+        "/batch_predict",
+        json.dumps(
+            {
+                "dataframe_split": {
+                    "columns": list(_GOOD),
+                    "data": [list(_GOOD.values()), list(_features(region=3.5).values())],
+                }
+            }
+        ).encode(),
+        422,
+        "dataframe_split.data[1].region",
     ),
     ("labels missing", "/feedback", b'{"label": []}', 422, "labels"),
     ("labels not a list", "/feedback", b'{"labels": "x"}', 422, "labels"),
@@ -334,6 +390,61 @@ def test_metrics_use_the_contract_names(server: Server) -> None:
     assert "mlops_shadow_mirror_dropped_total" in text
     assert server.metric("mlops_model_metric", role="champion", metric="accuracy") > 0
     assert wait_until(lambda: server.metric("mlops_prediction_log_written_total") > 0)
+
+
+def test_metrics_export_drift_and_decisions_from_the_store(server: Server) -> None:
+    from mlops_assets.lifecycle.drift import DriftResult
+    from mlops_assets.lifecycle.records import DecisionRecord
+    from mlops_assets.lifecycle.states import Actor, Decision
+
+    name = server.settings.model_name
+    store = server.store()
+    before = store.decision_counts(name).get("KEEP_CHAMPION", 0)
+    store.record_drift(
+        name,
+        "f" * 64,
+        "1",
+        [
+            DriftResult(
+                feature="monthly_charges",
+                method="psi",
+                statistic=0.42,
+                p_value=None,
+                threshold=0.2,
+                drifted=True,
+            ),
+            DriftResult(
+                feature="contract",
+                method="chi_square",
+                statistic=31.5,
+                p_value=1e-6,
+                threshold=0.01,
+                drifted=True,
+            ),
+        ],
+    )
+    store.record_decision(
+        DecisionRecord(
+            decision=Decision.KEEP_CHAMPION,
+            actor=Actor.CLI,
+            model_name=name,
+            champion_version="1",
+            challenger_version="2",
+        )
+    )
+
+    def exported() -> bool:
+        return server.metric(
+            "mlops_lifecycle_decisions_total", decision="KEEP_CHAMPION"
+        ) == before + 1 and server.metric(
+            "mlops_feature_drift", feature="monthly_charges", method="psi"
+        ) == pytest.approx(0.42)
+
+    assert wait_until(exported, timeout_s=30)
+    assert server.metric(
+        "mlops_feature_drift_p_value", feature="contract", method="chi_square"
+    ) == pytest.approx(1e-6)
+    assert server.metric("mlops_lifecycle_decisions_total", decision="ROLLBACK") == 0
 
 
 def test_admin_reload_needs_the_token(server: Server) -> None:

@@ -8,11 +8,13 @@ import threading
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from mlops_assets.lifecycle.schema import FeatureSpec, InputSchema
 from serving.app import normalise_label
 from serving.predlog import PredictionLogWriter
-from serving.validation import MAX_REPORTED_ERRORS, validate_records
+from serving.validation import MAX_REPORTED_ERRORS, validate_batch, validate_records
 
 SCHEMA = InputSchema(
     target="target",
@@ -103,6 +105,46 @@ def test_batch_fields_carry_the_row_index_and_errors_are_capped() -> None:
     assert [e.field for e in out.errors] == ["instances[1]", "instances[2].age"]
     many = validate_records(SCHEMA, [{}] * 50, "instances")
     assert len(many.errors) == MAX_REPORTED_ERRORS
+
+
+# Values a client might send for any feature: good ones, odd ones and wrong ones.
+ANY_VALUE = st.one_of(
+    st.integers(-10, 200),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.sampled_from(["monthly", "yearly", "weekly", "north", "south", "east", "yes", "no", ""]),
+    st.booleans(),
+    st.none(),
+    st.just([1]),
+)
+RECORD = st.fixed_dictionaries(
+    {name: ANY_VALUE for name in SCHEMA.names},
+    optional={"extra": ANY_VALUE},
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.one_of(RECORD, st.builds(lambda: GOOD)), min_size=1, max_size=6))
+def test_the_columnar_pass_gives_the_careful_verdict(records: list[dict[str, Any]]) -> None:
+    careful = validate_records(SCHEMA, records, "instances")
+    fast = validate_batch(SCHEMA, records, "instances")
+    assert [e.field for e in fast.errors] == [e.field for e in careful.errors]
+    assert fast.warning_counts == careful.warning_counts
+    if careful.ok:
+        assert fast.n == len(records)
+        rows = [
+            dict(zip(fast.columns, values, strict=True))
+            for values in zip(*fast.columns.values(), strict=True)
+        ]
+        assert rows == careful.records
+
+
+def test_the_columnar_pass_hands_back_columns_in_schema_order() -> None:
+    rows = [GOOD, GOOD | {"age": 40.5, "paperless": True}]
+    out = validate_batch(SCHEMA, rows, "instances")
+    assert out.ok and out.n == 2
+    assert list(out.columns) == SCHEMA.names
+    assert out.columns["age"] == [30, 40.5]
+    assert out.columns["paperless"] == ["yes", True]
 
 
 def test_feedback_labels_map_onto_classes() -> None:

@@ -1,0 +1,125 @@
+"""Columnar prediction-log entries: encoded off the request path, stored, read back intact."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import numpy as np
+import pytest
+from tests_support import pg_schema_url
+
+from mlops_assets.lifecycle.store import LifecycleStore, PredictionRow
+from serving.predlog import LogEntry, encode_entries
+
+
+def entries(when: datetime) -> list[LogEntry]:
+    records = [{"age": 30, "plan": "basic"}, {"age": 41.5, "plan": "pro"}]
+    return [
+        LogEntry(
+            role="champion",
+            version="1",
+            time=when,
+            request_ids=["a", "b"],
+            records=records,
+            latency_ms=0.8,
+            labels=["True", "False"],
+            probabilities=np.array([[0.25, 0.75], [0.9, 0.1]]),
+            classes=["False", "True"],
+        ),
+        LogEntry(
+            role="shadow",
+            version="2",
+            time=when + timedelta(milliseconds=40),
+            request_ids=["a", "b"],
+            records=records,
+            latency_ms=2000.0,
+            error="timeout after 2s",
+        ),
+    ]
+
+
+@pytest.fixture(
+    params=["sqlite", pytest.param("postgresql", marks=[pytest.mark.postgres])],
+)
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[LifecycleStore]:
+    if request.param == "sqlite":
+        with LifecycleStore(f"sqlite:///{tmp_path / 'lifecycle.db'}") as s:
+            yield s
+        return
+    base = os.environ.get("MLOPS_TEST_PG_URL")
+    if not base:
+        pytest.skip('MLOPS_TEST_PG_URL is not set; run `eval "$(scripts/start_postgres.sh)"`')
+    with pg_schema_url(base) as url, LifecycleStore(url) as s:
+        yield s
+
+
+def test_entries_round_trip_through_the_store(store: LifecycleStore) -> None:
+    when = datetime(2026, 11, 30, 12, 0, 0, 5, tzinfo=UTC)
+    rows = encode_entries(entries(when), "churn")
+    assert len(rows) == 4
+    assert store.append_prediction_rows(rows) == 4
+    assert store.append_prediction_rows(rows) == 0  # a retried flush never doubles rows
+
+    got = {(p.request_id, p.role): p for p in store.predictions(model_name="churn")}
+    champ = got[("a", "champion")]
+    assert champ.time == when
+    assert champ.inputs == {"age": 30, "plan": "basic"}
+    assert champ.prediction == "True"
+    assert champ.probabilities == {"False": 0.25, "True": 0.75}
+    assert champ.latency_ms == pytest.approx(0.8)
+    shadow = got[("b", "shadow")]
+    assert shadow.prediction is None and shadow.probabilities is None
+    assert shadow.error == "timeout after 2s"
+    assert shadow.inputs == {"age": 41.5, "plan": "pro"}
+    # Time filters see the hot-path rows like any other.
+    assert {p.role for p in store.predictions(since=when + timedelta(milliseconds=1))} == {"shadow"}
+
+
+def test_the_model_api_and_the_hot_path_store_the_same_thing(store: LifecycleStore) -> None:
+    when = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
+    store.log_predictions(
+        [
+            PredictionRow(
+                request_id="x",
+                time=when,
+                role="champion",
+                model_name="churn",
+                model_version="1",
+                inputs={"age": 30},
+                prediction="True",
+                probabilities={"False": 0.4, "True": 0.6},
+                latency_ms=1.0,
+            )
+        ]
+    )
+    entry = LogEntry(
+        role="champion",
+        version="1",
+        time=when,
+        request_ids=["y"],
+        records=[{"age": 30}],
+        latency_ms=1.0,
+        labels=["True"],
+        probabilities=[[0.4, 0.6]],
+        classes=["False", "True"],
+    )
+    store.append_prediction_rows(encode_entries([entry], "churn"))
+    x, y = sorted(store.predictions(model_name="churn"), key=lambda p: p.request_id)
+    assert x.model_dump(exclude={"request_id"}) == y.model_dump(exclude={"request_id"})
+
+
+def test_inputs_a_strict_encoder_refuses_are_still_logged() -> None:
+    entry = LogEntry(
+        role="champion",
+        version="1",
+        time=datetime.now(UTC),
+        request_ids=["z"],
+        records=[{"big": 2**70}],
+        latency_ms=1.0,
+        error="invalid",
+    )
+    (row,) = encode_entries([entry], "churn")
+    assert row[5] == '{"big": 1180591620717411303424}'
