@@ -8,7 +8,7 @@ of the machine's load between them):
    the same `dataframe_split` body (and ours also with `instances`), beside a Serve endpoint
    that only reads that body (the transport floor);
 3. /predict p50 over HTTP against in-process `LudwigModel.predict` of one row (and the
-   in-process TorchScript fast path for reference);
+   in-process TorchScript fast path for reference), interleaved with the HTTP rounds;
 4. /predict p50 against a constant Ray Serve FastAPI endpoint on the same Serve instance.
 
 Run: `.venv/bin/python bench/serving.py` (about 3-4 minutes on 2 cores; `--quick` is shorter).
@@ -249,7 +249,10 @@ def main() -> int:
     """Run every comparison and print medians and ratios."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--train-rows", type=int, default=2000)
-    parser.add_argument("--requests", type=int, default=300, help="single-row requests a loop")
+    parser.add_argument(
+        "--requests", type=int, default=1200, help="single-row requests per variant (pooled)"
+    )
+    parser.add_argument("--rounds", type=int, default=12, help="interleaved blocks per variant")
     parser.add_argument("--batch-rows", type=int, default=1000)
     parser.add_argument("--batches", type=int, default=15, help="batch requests a loop")
     parser.add_argument("--repeats", type=int, default=3)
@@ -258,7 +261,7 @@ def main() -> int:
     parser.add_argument("--keep", action="store_true", help="keep the temp project folder")
     ns = parser.parse_args()
     if ns.quick:
-        ns.requests, ns.batches, ns.repeats = 100, 5, 2
+        ns.requests, ns.rounds, ns.batches, ns.repeats = 200, 4, 5, 2
     os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
     logging.basicConfig(level=logging.WARNING)
 
@@ -301,31 +304,59 @@ def main() -> int:
             r = client.post(f"{url}/const/predict", content=singles[i % len(singles)])
             assert r.status_code == 200, r.text
 
-        for i in range(30):  # warm up every path once
+        import pandas as pd
+
+        from mlops_assets.lifecycle.bundle import load_bundle
+
+        frames = [pd.DataFrame([r]) for r in one]
+        kw = {"skip_save_predictions": True, "skip_save_unprocessed_output": True}
+        fast = load_bundle(tmp / "train-1" / "bundle")
+
+        def ludwig(i: int) -> None:
+            model.predict(frames[i % len(frames)], **kw)
+
+        def torchscript(i: int) -> None:
+            fast.predict([one[i % len(one)]])
+
+        # Warm every path up first: Ludwig's first ~50 calls take about twice its steady state.
+        for i in range(100):
             predict(i)
             const(i)
+            ludwig(i)
+            torchscript(i)
 
-        off: list[tuple[float, float]] = []
-        on: list[tuple[float, float]] = []
+        # Many short interleaved blocks, samples pooled per variant: the machine's load drifts
+        # on a scale of seconds, and this spreads the drift evenly over every variant, the
+        # in-process ones included (the Serve app idles meanwhile).
+        off: list[float] = []
+        on: list[float] = []
         floor: list[float] = []
-        for rep in range(ns.repeats):
-            print(f"repeat {rep + 1}/{ns.repeats}: mirroring off / 100 % / constant", flush=True)
+        in_ludwig: list[float] = []
+        in_torchscript: list[float] = []
+        block = max(20, ns.requests // ns.rounds)
+        for rnd in range(ns.rounds):
+            print(
+                f"round {rnd + 1}/{ns.rounds}: mirroring off / 100 % / constant / in process",
+                flush=True,
+            )
             runner.apply_overrides(shadow_traffic_percent=0)
-            off.append(quantiles(timed_loop(ns.requests, predict)))
+            off += timed_loop(block, predict)
             runner.apply_overrides(shadow_traffic_percent=100)
-            on.append(quantiles(timed_loop(ns.requests, predict)))
-            floor.append(quantiles(timed_loop(ns.requests, const))[0])
+            on += timed_loop(block, predict)
+            floor += timed_loop(block, const)
+            in_ludwig += timed_loop(block // 2, ludwig)
+            in_torchscript += timed_loop(block, torchscript)
         runner.apply_overrides(shadow_traffic_percent=0)
-        serve_p50 = statistics.median(p for p, _ in off)
-        results["predict_mirror_off_ms"] = {
-            "p50": serve_p50,
-            "p99": statistics.median(p for _, p in off),
+        results["in_process_one_row_p50_ms"] = {
+            "ludwig_predict": quantiles(in_ludwig)[0],
+            "torchscript": quantiles(in_torchscript)[0],
         }
-        results["predict_mirror_100_ms"] = {
-            "p50": statistics.median(p for p, _ in on),
-            "p99": statistics.median(p for _, p in on),
-        }
-        results["constant_serve_p50_ms"] = statistics.median(floor)
+        off_p50, off_p99 = quantiles(off)
+        on_p50, on_p99 = quantiles(on)
+        results["predict_requests_per_variant"] = len(off)
+        results["predict_mirror_off_ms"] = {"p50": off_p50, "p99": off_p99}
+        results["predict_mirror_100_ms"] = {"p50": on_p50, "p99": on_p99}
+        results["constant_serve_p50_ms"] = quantiles(floor)[0]
 
         print("batches: Ray Serve vs mlflow models serve", flush=True)
         columns = list(batch[0])
@@ -367,20 +398,6 @@ def main() -> int:
         }
         results["batch_body_bytes"] = {"instances": len(instances), "dataframe_split": len(split)}
 
-        print("in process: LudwigModel.predict and TorchScript, one row", flush=True)
-        import pandas as pd
-
-        from mlops_assets.lifecycle.bundle import load_bundle
-
-        rows = [pd.DataFrame([r]) for r in one]
-        kw = {"skip_save_predictions": True, "skip_save_unprocessed_output": True}
-        ludwig_p50 = quantiles(
-            timed_loop(ns.requests // 2, lambda i: model.predict(rows[i % len(rows)], **kw))
-        )[0]
-        bundle_dir = tmp / "train-1" / "bundle"
-        fast = load_bundle(bundle_dir)
-        ts_p50 = quantiles(timed_loop(ns.requests, lambda i: fast.predict([one[i % len(one)]])))[0]
-        results["in_process_one_row_p50_ms"] = {"ludwig_predict": ludwig_p50, "torchscript": ts_p50}
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(mlflow_proc.pid, signal.SIGTERM)

@@ -214,7 +214,7 @@ class ServingSection(_Strict):
     shadow_timeout_s: float = Field(2.0, gt=0)
     max_inflight_shadow: int = Field(64, ge=1)
     # Mirrored copies wait this long for company, then go to the shadow in one call.
-    shadow_batch_linger_s: float = Field(0.1, ge=0, le=5)
+    shadow_batch_linger_s: float = Field(0.2, ge=0, le=5)
     # Shadow replicas run at this `nice` level (0: as the champion) so they never take the
     # champion's CPU on a small machine.
     shadow_nice: int = Field(10, ge=0, le=19)
