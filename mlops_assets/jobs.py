@@ -13,7 +13,7 @@ CYCLE_ASSETS = [
     "evaluation_report",
     "champion_deployment",
     # Beside training, not upstream of it: a drift failure never blocks the cycle's decision.
-    # Last, so `CYCLE_ASSETS[:3]` (train without evaluating) stays ingest -> validate -> train.
+    # Last, so `CYCLE_ASSETS[:3]` stays ingest -> validate -> train.
     "feature_drift",
 ]
 

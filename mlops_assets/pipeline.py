@@ -65,7 +65,8 @@ def run_cycle_for_file(
     instance = dagster_instance(settings)
     if not instance.has_dynamic_partition(raw_files.name, path.name):
         instance.add_dynamic_partitions(raw_files.name, [path.name])
-    selection = CYCLE_ASSETS if evaluate else CYCLE_ASSETS[:3]
+    # Without evaluation: ingest, validate, train, and the file's drift (which never gates).
+    selection = CYCLE_ASSETS if evaluate else [*CYCLE_ASSETS[:3], "feature_drift"]
     log.info("running %s for %s", " -> ".join(selection), path.name)
     report = materialize(settings, selection, partition_key=path.name, tags=tags)
     report["file"] = path.name

@@ -245,7 +245,12 @@ def champion_reference(
     settings: Settings, client: MlflowClient, version: str, schema: InputSchema
 ) -> tuple[pd.DataFrame | None, str, list[str]]:
     """The training data of `version`: (frame or None, where it came from, file names)."""
-    from mlops_assets.lifecycle.training import HOLDOUT_ARTIFACT, ROW_ID, read_run_text
+    from mlops_assets.lifecycle.training import (
+        HOLDOUT_ARTIFACT,
+        REFERENCE_ARTIFACT,
+        ROW_ID,
+        read_run_text,
+    )
 
     mv = client.get_model_version(settings.model_name, version)
     tags = mv.tags or {}
@@ -256,18 +261,25 @@ def champion_reference(
         frames = [_read_training_file(settings, p, schema) for p in paths if p is not None]
         return pd.concat(frames, ignore_index=True), "training files", names
     missing = [n for n, p in zip(names, paths, strict=False) if p is None] or names
-    logger.warning(
-        "the training data of v%s (%s) is not in %s; using the holdout its MLflow run kept",
-        version,
-        ", ".join(missing) or "no data.files tag",
-        settings.raw_dir,
-    )
-    try:
-        text = read_run_text(client, mv.run_id, HOLDOUT_ARTIFACT)
-    except Exception:  # MLflow raises several types for a missing artifact
-        return None, "", names
-    frame = pd.read_csv(StringIO(text), dtype=_text_columns(schema), low_memory=False)
-    return frame.drop(columns=[ROW_ID], errors="ignore"), "holdout artifact", names
+    # The run's sample of its training split, else (older versions) its holdout.
+    for artifact, source in (
+        (REFERENCE_ARTIFACT, "training sample artifact"),
+        (HOLDOUT_ARTIFACT, "holdout artifact"),
+    ):
+        try:
+            text = read_run_text(client, mv.run_id, artifact)
+        except Exception:  # MLflow raises several types for a missing artifact
+            continue
+        logger.warning(
+            "the training data of v%s (%s) is not in %s; using the %s of its MLflow run",
+            version,
+            ", ".join(missing) or "no data.files tag",
+            settings.raw_dir,
+            source,
+        )
+        frame = pd.read_csv(StringIO(text), dtype=_text_columns(schema), low_memory=False)
+        return frame.drop(columns=[ROW_ID], errors="ignore"), source, names
+    return None, "", names
 
 
 def drift_against_champion(

@@ -3,7 +3,8 @@
 What one training records:
 - the MLflow run: parameters (flattened Ludwig config, split, seed, rows), per-epoch metrics,
   holdout metrics, and artifacts (`ludwig_config.json`, `training_statistics.json`,
-  `schema.json`, `holdout.csv`, the MLflow `model/` with ludwig + pyfunc flavours, and the
+  `schema.json`, `holdout.csv`, `drift_reference.csv` (a sample of up to 5,000 training
+  rows, the drift reference), the MLflow `model/` with ludwig + pyfunc flavours, and the
   serving bundle `serving/` with the TorchScript fast path);
 - the registered version: tags `lifecycle.state=candidate`, `data.sha256`, `data.files`,
   `ludwig.config_hash`, `schema.fingerprint`, `dagster.run_id`.
@@ -37,6 +38,9 @@ log = logging.getLogger(__name__)
 
 ROW_ID = "__row_id"
 HOLDOUT_ARTIFACT = "holdout.csv"
+# A sample of the training split: the drift reference when the raw files are gone.
+REFERENCE_ARTIFACT = "drift_reference.csv"
+REFERENCE_MAX_ROWS = 5000
 BUNDLE_ARTIFACT = "serving"
 MODEL_ARTIFACT = "model"
 
@@ -381,11 +385,16 @@ def train_challenger(
             )
             (tmpdir / "schema.json").write_text(schema.to_json())
             splits.holdout.to_csv(tmpdir / HOLDOUT_ARTIFACT, index=False)
+            reference = splits.train.drop(columns=[ROW_ID], errors="ignore")
+            if len(reference) > REFERENCE_MAX_ROWS:
+                reference = reference.sample(REFERENCE_MAX_ROWS, random_state=seed)
+            reference.to_csv(tmpdir / REFERENCE_ARTIFACT, index=False)
             for fname in (
                 "ludwig_config.json",
                 "training_statistics.json",
                 "schema.json",
                 HOLDOUT_ARTIFACT,
+                REFERENCE_ARTIFACT,
             ):
                 mlflow.log_artifact(str(tmpdir / fname))
 

@@ -152,3 +152,10 @@ def test_own_csv_with_other_target_and_inferred_features(make_project) -> None:
     types = {f["name"]: f["type"] for f in schema["features"]}
     assert types == {"x1": "number", "visits": "number", "colour": "category", "flag": "binary"}
     assert schema["target"] == "churned"
+    # The training sample kept for drift: the training split's inputs, no bookkeeping column.
+    from io import StringIO
+
+    reference = pd.read_csv(StringIO(read_run_text(client, mv.run_id, "drift_reference.csv")))
+    assert {"x1", "visits", "colour", "flag"} <= set(reference.columns)
+    assert "__row_id" not in reference.columns
+    assert 0 < len(reference) < len(df)

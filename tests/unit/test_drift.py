@@ -156,7 +156,9 @@ def project(make_project, mlflow_uri: str):
     return settings
 
 
-def register_champion(settings, train_file, *, schema: bool = True, holdout: bool = True) -> str:
+def register_champion(
+    settings, train_file, *, schema: bool = True, holdout: bool = True, reference: bool = False
+) -> str:
     """Register a version the way training does (tags, schema.json, holdout.csv) and make it
     champion, without training: drift only reads its lineage and artifacts."""
     from mlflow import MlflowClient
@@ -177,10 +179,13 @@ def register_champion(settings, train_file, *, schema: bool = True, holdout: boo
     if schema:
         (src / "schema.json").write_text(input_schema.to_json())
         client.log_artifact(run.info.run_id, str(src / "schema.json"))
+    split = split_frame(frame, settings.config.data.split, "target")
     if holdout:
-        split = split_frame(frame, settings.config.data.split, "target")
         split.holdout.to_csv(src / "holdout.csv", index=False)
         client.log_artifact(run.info.run_id, str(src / "holdout.csv"))
+    if reference:
+        split.train.drop(columns=["__row_id"]).to_csv(src / "drift_reference.csv", index=False)
+        client.log_artifact(run.info.run_id, str(src / "drift_reference.csv"))
     client.set_terminated(run.info.run_id)
     if not client.search_registered_models(f"name = '{name}'"):
         client.create_registered_model(name)
@@ -250,6 +255,22 @@ def test_reference_found_under_another_name_then_from_the_holdout(project, sampl
     assert 0 < report.n_reference < 600
     assert "__row_id" not in {r.feature for r in report.results}
     assert {"monthly_charges", "contract"} <= set(report.drifted_features)
+
+
+@pytest.mark.slow
+def test_the_runs_training_sample_stands_in_before_the_holdout(project, sample_csv) -> None:
+    from mlops_assets.lifecycle.drift import drift_against_champion
+
+    train = sample_csv(project.raw_dir, samples=600, seed=5)
+    register_champion(project, train, reference=True)
+    train.unlink()
+    report = drift_against_champion(project, current(True, 11), "d" * 64)
+    assert report.computed and report.reference_source == "training sample artifact"
+    # The training split: most of the 600 rows (the holdout alone would be a few dozen).
+    assert 300 < report.n_reference < 600
+    assert {"monthly_charges", "contract"} <= set(report.drifted_features)
+    quiet = drift_against_champion(project, current(False, 12), "b" * 64)
+    assert quiet.drifted_features == [], quiet.note
 
 
 @pytest.mark.slow
