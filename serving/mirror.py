@@ -152,7 +152,7 @@ class ShadowMirror:
             await asyncio.sleep(0)  # one copy at a time: live requests get the loop in between
 
     async def close(self) -> None:
-        """Stop the sender; copies still buffered are reported as dropped by the caller."""
+        """Stop the sender; copies still buffered (at most `linger_s` worth) are discarded."""
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):

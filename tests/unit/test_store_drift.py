@@ -1,14 +1,21 @@
-"""The lifecycle store's drift results and decision counts, on SQLite."""
+"""The lifecycle store's drift results and decision counts, on SQLite and PostgreSQL.
+
+The PostgreSQL cases run when MLOPS_TEST_PG_URL is set (scripts/start_postgres.sh), each in
+a schema of its own.
+"""
 
 from __future__ import annotations
 
 import math
+import os
 import sqlite3
 import threading
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from tests_support import pg_schema_url
 
 from mlops_assets.lifecycle.drift import DriftResult
 from mlops_assets.lifecycle.records import DecisionRecord, DecisionStatus
@@ -19,8 +26,20 @@ T0 = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
 
 
 @pytest.fixture
-def url(tmp_path: Path) -> str:
+def sqlite_url(tmp_path: Path) -> str:
     return f"sqlite:///{tmp_path / 'state' / 'lifecycle.db'}"
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=[pytest.mark.postgres])])
+def url(request: pytest.FixtureRequest, sqlite_url: str) -> Iterator[str]:
+    if request.param == "sqlite":
+        yield sqlite_url
+        return
+    base = os.environ.get("MLOPS_TEST_PG_URL")
+    if not base:
+        pytest.skip('MLOPS_TEST_PG_URL is not set; run `eval "$(scripts/start_postgres.sh)"`')
+    with pg_schema_url(base) as pg_url:
+        yield pg_url
 
 
 @pytest.fixture
@@ -54,7 +73,8 @@ RESULTS = [
 ]
 
 
-def test_a_v2_store_gains_the_drift_table_and_keeps_its_data(url: str, tmp_path: Path):
+def test_a_v2_store_gains_the_drift_table_and_keeps_its_data(sqlite_url: str, tmp_path: Path):
+    url = sqlite_url
     with LifecycleStore(url, schema_version=2) as old:
         rec = old.record_decision(
             DecisionRecord(
