@@ -7,14 +7,17 @@ from __future__ import annotations
 
 import os
 import threading
-import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-from tests_support import check_lock_exclusive_between_processes, check_lock_serialises_threads
+from tests_support import (
+    check_lock_exclusive_between_processes,
+    check_lock_serialises_threads,
+    pg_schema_url,
+)
 
 from mlops_assets.lifecycle.records import DecisionRecord, DecisionStatus
 from mlops_assets.lifecycle.states import Actor, Decision
@@ -43,17 +46,8 @@ pytestmark = [
 def pg_url() -> Iterator[str]:
     """A URL whose search_path is a fresh schema of its own."""
     assert PG_URL
-    schema = f"t_{uuid.uuid4().hex[:12]}"
-    admin = sa.create_engine(PG_URL)
-    with admin.begin() as conn:
-        conn.exec_driver_sql(f'CREATE SCHEMA "{schema}"')
-    url = sa.make_url(PG_URL).update_query_dict({"options": f"-csearch_path={schema}"})
-    try:
-        yield url.render_as_string(hide_password=False)
-    finally:
-        with admin.begin() as conn:
-            conn.exec_driver_sql(f'DROP SCHEMA "{schema}" CASCADE')
-        admin.dispose()
+    with pg_schema_url(PG_URL) as url:
+        yield url
 
 
 @pytest.fixture
