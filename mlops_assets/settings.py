@@ -234,6 +234,9 @@ class AutomationSection(_Strict):
 
     schedule_cron: str = "0 */6 * * *"
     sensor_interval_s: int = Field(30, ge=1)
+    # The schedule is the new-file sensor's safety net: it leaves files younger than this to
+    # the sensor, so the two never race to run the same file.
+    schedule_grace_s: int = Field(300, ge=0)
     retention: Duration = timedelta(days=30)
     alert_webhook_url: str | None = None
 

@@ -1,7 +1,8 @@
 """A real `dagster-daemon` and `dagster-webserver` running the automation on PostgreSQL storage.
 
 - the new-file sensor, evaluated by the daemon, starts a cycle that bootstraps a champion;
-- the schedule (every minute in this test) runs the maintenance job;
+- the schedule (every minute in this test) runs the maintenance job, and leaves the new file
+  to the sensor (automation.schedule_grace_s), so the file runs exactly once;
 - the webserver's GraphQL API launches a partitioned cycle the way the UI does;
 - a deliberately broken input fails a run and the run-failure sensor raises an alert.
 
@@ -147,7 +148,7 @@ def test_daemon_sensors_schedule_and_graphql(make_project, sample_csv, pg_databa
         run = done[0]
         assert run.status == DagsterRunStatus.SUCCESS, instance.all_logs(run.run_id)[-5:]
         assert run.tags["dagster/partition"] == csv.name
-        assert run.tags.get("dagster/sensor_name") == "new_raw_file_sensor"
+        assert run.tags.get("dagster/sensor_name") == "new_raw_file_sensor", run.tags
         client = MlflowClient(settings.tracking_uri)
         champ = client.get_model_version_by_alias(settings.model_name, "champion")
         assert champ.tags["dagster.run_id"] == run.run_id
@@ -160,6 +161,9 @@ def test_daemon_sensors_schedule_and_graphql(make_project, sample_csv, pg_databa
             logs,
         )
         assert maint[0].tags.get("dagster/schedule_name") == "lifecycle_maintenance_schedule"
+        # The cycle schedule has ticked too, and did not run the sensor's file a second time.
+        cycles = runs_of("challenger_cycle")
+        assert [r.tags["dagster/partition"] for r in cycles] == [csv.name]
 
         # 3. The webserver's GraphQL API launches a partitioned cycle, as the UI does.
         _wait(lambda: _graphql_ready(port), 120, "the webserver", logs)

@@ -26,3 +26,19 @@ def test_unchanged_file_is_not_run_again_but_changed_content_is() -> None:
         [("a.csv", "s1"), ("b.csv", "s2-new")], known={"a.csv", "b.csv"}, seen=seen
     )
     assert [r.run_key for r in requests] == ["b.csv:s2-new"]
+
+
+def test_schedule_leaves_young_files_to_the_sensor() -> None:
+    from mlops_assets.schedules import settled_files
+
+    now = 1_000_000.0
+    stats = {
+        "old.csv": [int((now - 301) * 1e9), 1, "s1"],
+        "new.csv": [int((now - 5) * 1e9), 1, "s2"],
+    }
+    settled, waiting = settled_files([("old.csv", "s1"), ("new.csv", "s2")], stats, now, 300)
+    assert settled == [("old.csv", "s1")]
+    assert waiting == ["new.csv"]
+    # No grace: the schedule takes everything.
+    settled, waiting = settled_files([("old.csv", "s1"), ("new.csv", "s2")], stats, now, 0)
+    assert [name for name, _ in settled] == ["old.csv", "new.csv"] and waiting == []
