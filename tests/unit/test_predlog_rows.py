@@ -9,9 +9,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import sqlalchemy as sa
 from tests_support import pg_schema_url
 
-from mlops_assets.lifecycle.store import LifecycleStore, PredictionRow
+from mlops_assets.lifecycle.store import CURRENT_SCHEMA_VERSION, LifecycleStore, PredictionRow
 from serving.predlog import LogEntry, encode_entries
 
 
@@ -44,15 +45,20 @@ def entries(when: datetime) -> list[LogEntry]:
 @pytest.fixture(
     params=["sqlite", pytest.param("postgresql", marks=[pytest.mark.postgres])],
 )
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[LifecycleStore]:
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     if request.param == "sqlite":
-        with LifecycleStore(f"sqlite:///{tmp_path / 'lifecycle.db'}") as s:
-            yield s
+        yield f"sqlite:///{tmp_path / 'lifecycle.db'}"
         return
     base = os.environ.get("MLOPS_TEST_PG_URL")
     if not base:
         pytest.skip('MLOPS_TEST_PG_URL is not set; run `eval "$(scripts/start_postgres.sh)"`')
-    with pg_schema_url(base) as url, LifecycleStore(url) as s:
+    with pg_schema_url(base) as url:
+        yield url
+
+
+@pytest.fixture
+def store(store_url: str) -> Iterator[LifecycleStore]:
+    with LifecycleStore(store_url) as s:
         yield s
 
 
@@ -123,3 +129,27 @@ def test_inputs_a_strict_encoder_refuses_are_still_logged() -> None:
     )
     (row,) = encode_entries([entry], "churn")
     assert row[5] == '{"big": 1180591620717411303424}'
+
+
+def _prediction_indexes(store: LifecycleStore) -> dict[str, list[str]]:
+    return {
+        ix["name"]: ix["column_names"]
+        for ix in sa.inspect(store.engine).get_indexes("prediction_log")
+    }
+
+
+def test_v4_drops_the_request_id_index_and_lookups_still_work(store_url: str) -> None:
+    when = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
+    with LifecycleStore(store_url, schema_version=3) as old:
+        assert _prediction_indexes(old)["ix_prediction_log_request_id"] == ["request_id"]
+        assert old.append_prediction_rows(encode_entries(entries(when), "churn")) == 4
+
+    with LifecycleStore(store_url) as new:
+        assert new.schema_version == CURRENT_SCHEMA_VERSION >= 4
+        indexes = _prediction_indexes(new)
+        assert "ix_prediction_log_request_id" not in indexes
+        assert "ix_prediction_version_role_time" in indexes
+        # The unique key still starts with request_id, so joins and lookups keep an index.
+        assert new.append_prediction_rows(encode_entries(entries(when), "churn")) == 0
+        got = new.predictions(model_name="churn", request_ids=["a"])
+        assert sorted(p.role for p in got) == ["champion", "shadow"]
