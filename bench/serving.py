@@ -234,6 +234,28 @@ def start_mlflow_server(settings: Any, port: int, log_path: Path) -> subprocess.
     )
 
 
+def log_written(client: Any, url: str) -> float:
+    """Rows the server's prediction-log writer has stored so far (from /metrics)."""
+    text = client.get(f"{url}/metrics").text
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith("mlops_prediction_log_written_total")
+    )
+
+
+def wait_log_drained(client: Any, url: str, timeout_s: float = 60.0) -> None:
+    """Wait until the prediction-log writer is idle, so no variant pays for the last one's rows."""
+    deadline = time.monotonic() + timeout_s
+    last = log_written(client, url)
+    while time.monotonic() < deadline:
+        time.sleep(0.5)
+        now = log_written(client, url)
+        if now == last:
+            return
+        last = now
+
+
 def wait_http(url: str, timeout_s: float = 180.0) -> None:
     """Poll until `url` answers 200."""
     deadline = time.monotonic() + timeout_s
@@ -255,7 +277,9 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=12, help="interleaved blocks per variant")
     parser.add_argument("--batch-rows", type=int, default=1000)
     parser.add_argument("--batches", type=int, default=15, help="batch requests a loop")
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument(
+        "--repeats", type=int, default=4, help="batch loops per variant, order rotated"
+    )
     parser.add_argument("--quick", action="store_true", help="fewer requests and repeats")
     parser.add_argument("--json", type=Path, help="also write the results here")
     parser.add_argument("--keep", action="store_true", help="keep the temp project folder")
@@ -339,10 +363,13 @@ def main() -> int:
                 f"round {rnd + 1}/{ns.rounds}: mirroring off / 100 % / constant / in process",
                 flush=True,
             )
-            runner.apply_overrides(shadow_traffic_percent=0)
-            off += timed_loop(block, predict)
-            runner.apply_overrides(shadow_traffic_percent=100)
-            on += timed_loop(block, predict)
+            # Off and on swap places every round, and each block starts once the prediction log
+            # has written the previous block's rows (and a shadow batch has had time to land).
+            for percent, samples in [(0, off), (100, on)][:: 1 if rnd % 2 == 0 else -1]:
+                runner.apply_overrides(shadow_traffic_percent=percent)
+                wait_log_drained(client, url)
+                samples += timed_loop(block, predict)
+            wait_log_drained(client, url)
             floor += timed_loop(block, const)
             in_ludwig += timed_loop(block // 2, ludwig)
             in_torchscript += timed_loop(block, torchscript)
@@ -379,17 +406,34 @@ def main() -> int:
         batch_url = f"{url}/batch_predict"
 
         def rows_per_s(target: str, body: bytes) -> float:
-            t = timed_loop(
-                ns.batches, lambda _: client.post(target, content=body).raise_for_status()
-            )
-            return ns.batch_rows * ns.batches / sum(t)
+            rows = ns.batch_rows * ns.batches
+            logged = target == batch_url
+            before = log_written(client, url) if logged else 0.0
+            start = time.perf_counter()
+            for _ in range(ns.batches):
+                client.post(target, content=body).raise_for_status()
+            if logged:
+                # Our server logs every row (mlflow's logs none): the clock stops once the
+                # log writer has stored this loop's rows, so no variant leaves work behind.
+                deadline = time.monotonic() + 120
+                while log_written(client, url) < before + rows and time.monotonic() < deadline:
+                    time.sleep(0.05)
+            return rows / (time.perf_counter() - start)
 
         serve_rps, serve_split_rps, mlflow_rps, echo_rps = [], [], [], []
-        for _ in range(ns.repeats):
-            serve_rps.append(rows_per_s(batch_url, instances))
-            serve_split_rps.append(rows_per_s(batch_url, split_body))
-            mlflow_rps.append(rows_per_s(mlflow_url, split))
-            echo_rps.append(rows_per_s(f"{url}/echo/", split_body))
+        variants = [
+            (serve_rps, batch_url, instances),
+            (serve_split_rps, batch_url, split_body),
+            (mlflow_rps, mlflow_url, split),
+            (echo_rps, f"{url}/echo/", split_body),
+        ]
+        for repeat in range(ns.repeats):
+            # Rotate the order, and let the prediction-log writer finish the last variant's
+            # rows first: otherwise whoever runs next pays for them.
+            shift = repeat % len(variants)
+            for samples, target, body in variants[shift:] + variants[:shift]:
+                wait_log_drained(client, url)
+                samples.append(rows_per_s(target, body))
         results["batch_rows_per_s"] = {
             "ray_serve_instances": statistics.median(serve_rps),
             "ray_serve": statistics.median(serve_split_rps),
