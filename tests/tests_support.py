@@ -101,3 +101,23 @@ def pg_schema_url(base_url: str) -> Iterator[str]:
         with admin.begin() as conn:
             conn.exec_driver_sql(f'DROP SCHEMA "{schema}" CASCADE')
         admin.dispose()
+
+
+def project_env(root, **extra: str) -> dict[str, str]:
+    """The environment for a subprocess working on the project at `root` (no shell URIs)."""
+    import os
+
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("MLFLOW_TRACKING_URI", "MLOPS_LIFECYCLE_DB")
+    }
+    env.update(
+        MLOPS_CONFIG=str(root / "config" / "config.yaml"),
+        MLOPS_HOME=str(root / ".mlops"),
+        DAGSTER_HOME=str(root / ".mlops" / "dagster"),
+        RAY_USAGE_STATS_ENABLED="0",
+        DAGSTER_DISABLE_TELEMETRY="1",
+    )
+    env.update(extra)
+    return env

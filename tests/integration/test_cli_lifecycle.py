@@ -10,7 +10,6 @@ real significance result even at test size (400 rows, 2 epochs).
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -23,7 +22,7 @@ import pandas as pd
 import pytest
 from conftest import build_project, isolate_env
 from mlflow import MlflowClient
-from tests_support import free_port
+from tests_support import free_port, project_env
 
 from mlops_assets.datagen import generate_frame
 from mlops_assets.lifecycle import manager
@@ -127,14 +126,7 @@ def cli_project(tmp_path_factory: pytest.TempPathFactory):
             tmp_path_factory.mktemp("cli"), config, {"trainer": {"learning_rate": 0.02}}
         )
         isolate_env(mp, root)
-        env = {k: v for k, v in os.environ.items() if k != "MLOPS_LIFECYCLE_DB"}
-        env.update(
-            MLOPS_CONFIG=str(root / "config" / "config.yaml"),
-            MLOPS_HOME=str(root / ".mlops"),
-            DAGSTER_HOME=str(root / ".mlops" / "dagster"),
-            RAY_USAGE_STATS_ENABLED="0",
-        )
-        env.pop("MLFLOW_TRACKING_URI", None)
+        env = project_env(root)
         # Files arrive from outside the project; the CLI copies them into data/raw/.
         inbox = root / "inbox"
         inbox.mkdir()

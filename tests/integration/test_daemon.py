@@ -24,7 +24,7 @@ from pathlib import Path
 import httpx
 import pytest
 from mlflow import MlflowClient
-from tests_support import free_port
+from tests_support import free_port, project_env
 
 from mlops_assets.settings import load_settings
 
@@ -94,18 +94,7 @@ def test_daemon_sensors_schedule_and_graphql(make_project, sample_csv, pg_databa
     if pg_database:
         config_lines += ["storage:", "  postgres:", f"    postgres_url: {pg_database}"]
     (home / "dagster.yaml").write_text("\n".join(config_lines) + "\n")
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if k not in ("MLFLOW_TRACKING_URI", "MLOPS_LIFECYCLE_DB")
-    }
-    env.update(
-        MLOPS_CONFIG=str(root / "config" / "config.yaml"),
-        MLOPS_HOME=str(root / ".mlops"),
-        DAGSTER_HOME=str(home),
-        RAY_USAGE_STATS_ENABLED="0",
-        DAGSTER_DISABLE_TELEMETRY="1",
-    )
+    env = project_env(root, DAGSTER_HOME=str(home))
     csv = sample_csv(root / "data" / "raw", samples=300, seed=21)
     settings = load_settings(root / "config" / "config.yaml")
     # Create Dagster's tables once, before two processes race to create them.

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 from mlflow import MlflowClient
+from tests_support import project_env
 
 from mlops_assets.settings import load_settings
 from mlops_assets.validation import file_sha256
@@ -20,18 +20,7 @@ BIN = Path(sys.executable).parent
 
 
 def _env(root: Path) -> dict[str, str]:
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if k not in ("MLFLOW_TRACKING_URI", "MLOPS_LIFECYCLE_DB")
-    }
-    env.update(
-        MLOPS_CONFIG=str(root / "config" / "config.yaml"),
-        MLOPS_HOME=str(root / ".mlops"),
-        DAGSTER_HOME=str(root / ".mlops" / "dagster"),
-        RAY_USAGE_STATS_ENABLED="0",
-    )
-    return env
+    return project_env(root)
 
 
 def test_definitions_validate_with_every_asset(make_project) -> None:
