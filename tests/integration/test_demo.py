@@ -50,7 +50,8 @@ def _listening(port: int) -> bool:
 def test_demo_runs_the_whole_lifecycle_and_is_safe_to_rerun(tmp_path: Path) -> None:
     port = free_port()
     config = {
-        "serving": {"port": port},
+        # A generous shadow timeout: a cold shadow replica on a loaded CI machine is slow.
+        "serving": {"port": port, "shadow_timeout_s": 15.0},
         # This test is about the demo's moving parts, not the gate's statistical power (the
         # policy tests cover that): at 300 holdout rows a lenient gate lets the drifted data's
         # challenger into a shadow test, and 200 labelled requests are enough to judge it.
