@@ -985,6 +985,7 @@ class Ingress:
     async def metrics(self) -> Response:
         """Prometheus text format (drift and decision counts read from the store on scrape)."""
         self._ensure_started()
+        self._metrics.predlog_queued.set(self._writer.pending)
         if time.monotonic() - self._store_metrics_at >= STORE_METRICS_MIN_S:
             self._store_metrics_at = time.monotonic()
             try:

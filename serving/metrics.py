@@ -139,7 +139,12 @@ class ServingMetrics:
         )
         self.predlog_dropped = Counter(
             "mlops_prediction_log_dropped_total",
-            "Prediction rows dropped (queue full or store unreachable)",
+            "Prediction rows dropped (queue full, or the store still down at shutdown)",
+            registry=r,
+        )
+        self.predlog_queued = Gauge(
+            "mlops_prediction_log_queued_rows",
+            "Prediction rows queued for the lifecycle store, or held while it is down",
             registry=r,
         )
         self.feature_drift = Gauge(

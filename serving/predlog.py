@@ -2,8 +2,12 @@
 
 Requests only append to a bounded in-memory queue (never wait on the database). A background
 task writes a batch every `flush_s` seconds, or sooner when `batch` rows are waiting, through
-a blocking sink run in a worker thread. A full queue drops rows and counts them; a failing
-sink is retried a few times, then its rows are dropped and counted.
+a blocking sink run in a worker thread.
+
+Nothing is dropped while there is room: when the store fails (a restart, a network cut), the
+batch goes back to the head of the queue and the writer retries with a growing back-off (up to
+`max_backoff_s`), while new rows keep queueing. Rows are dropped, and counted, only when the
+queue is full (`max_queue`) or when the store is still down at shutdown.
 
 Queue items may stand for several rows each (`size(item)`, 1 by default): the ingress queues
 one columnar entry per request, and the sink expands entries into rows on its own thread.
@@ -15,6 +19,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -28,6 +33,10 @@ log = logging.getLogger(__name__)
 Sink = Callable[[Sequence[Any]], int]
 Counter = Callable[[int], None]
 Size = Callable[[Any], int]
+
+
+class StoreUnavailable(RuntimeError):
+    """The sink failed every attempt; the rows are held in the queue for a later retry."""
 
 
 def _ignore(_: int) -> None:
@@ -48,7 +57,8 @@ class PredictionLogWriter:
         batch: int = 256,
         flush_s: float = 0.5,
         max_queue: int = 50_000,
-        retries: int = 3,
+        retries: int = 2,
+        max_backoff_s: float = 10.0,
         on_written: Counter = _ignore,
         on_dropped: Counter = _ignore,
         size: Size = _one,
@@ -58,6 +68,9 @@ class PredictionLogWriter:
         self._flush_s = flush_s
         self._max_queue = max_queue
         self._retries = retries
+        self._max_backoff_s = max_backoff_s
+        self._failures = 0  # consecutive failed writes (0: the store is fine)
+        self._retry_at = 0.0  # monotonic time before which the flusher leaves the store be
         self._on_written = on_written
         self._on_dropped = on_dropped
         self._size = size
@@ -72,8 +85,13 @@ class PredictionLogWriter:
 
     @property
     def pending(self) -> int:
-        """Rows waiting to be written."""
+        """Rows waiting to be written (held ones included)."""
         return self._rows
+
+    @property
+    def store_down(self) -> bool:
+        """True from a failed write until the next successful one."""
+        return self._failures > 0
 
     def start(self) -> None:
         """Start the background flusher on the running event loop (idempotent)."""
@@ -94,7 +112,7 @@ class PredictionLogWriter:
             self._rows += n
         if dropped:
             self._drop(dropped)
-        if self._wake is not None and self._rows >= self._batch:
+        if self._wake is not None and self._rows >= self._batch and not self.store_down:
             self._wake.set()
         return dropped
 
@@ -116,11 +134,16 @@ class PredictionLogWriter:
     async def _run(self) -> None:
         assert self._wake is not None
         while not self._closed:
+            timeout = max(self._flush_s, self._retry_at - time.monotonic())
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout=self._flush_s)
+                await asyncio.wait_for(self._wake.wait(), timeout=timeout)
             self._wake.clear()
+            if time.monotonic() < self._retry_at:
+                continue  # backing off from a failed store
             try:
                 await self._write_some(drain=False)
+            except StoreUnavailable:
+                pass  # held and logged; the back-off decides the next attempt
             except Exception:  # never let the flusher die
                 log.exception("prediction log flush failed")
 
@@ -139,25 +162,55 @@ class PredictionLogWriter:
                 await asyncio.to_thread(self._sink, chunk)
             except Exception as exc:
                 if attempt == self._retries:
-                    log.error("dropping %d prediction rows: %s", rows, exc)
-                    self._drop(rows)
-                    return
-                await asyncio.sleep(0.2 * (attempt + 1))
+                    self._hold(chunk, rows, exc)
+                    raise StoreUnavailable(str(exc)) from exc
+                await asyncio.sleep(0.1 * (attempt + 1))
             else:
+                if self._failures:
+                    log.warning(
+                        "prediction log store is back after %d failed write(s); %d row(s) "
+                        "still queued",
+                        self._failures,
+                        self._rows,
+                    )
+                self._failures, self._retry_at = 0, 0.0
                 # Rows the store already had (same request, role, version) count as written.
                 self.written += rows
                 self._on_written(rows)
                 return
 
+    def _hold(self, chunk: list[Any], rows: int, exc: BaseException) -> None:
+        """Put a failed batch back at the head of the queue and back off."""
+        self._queue.extendleft(reversed(chunk))
+        self._rows += rows
+        self._failures += 1
+        delay = min(self._max_backoff_s, self._flush_s * 2**self._failures)
+        self._retry_at = time.monotonic() + delay
+        log.warning(
+            "prediction log store unavailable (%s): holding %d row(s), next try in %.1f s",
+            exc,
+            self._rows,
+            delay,
+        )
+
     async def flush(self) -> None:
-        """Write everything queued now (e.g. before storing labels that refer to it)."""
+        """Write everything queued now (e.g. before storing labels that refer to it).
+
+        Raises StoreUnavailable when the store fails; the rows stay queued.
+        """
         if self._write_lock is None:
             self._write_lock = asyncio.Lock()
         await self._write_some(drain=True)
 
     async def close(self) -> None:
-        """Flush and stop the background task."""
-        await self.flush()
+        """Flush and stop the background task; rows the store still refuses are dropped."""
+        try:
+            await self.flush()
+        except StoreUnavailable as exc:
+            log.error("dropping %d prediction rows at shutdown: %s", self._rows, exc)
+            self._drop(self._rows)
+            self._queue.clear()
+            self._rows = 0
         self._closed = True
         if self._wake is not None:
             self._wake.set()

@@ -6,7 +6,14 @@ import json
 from typing import Any
 
 import pytest
-from serving_support import MAX_BATCH, MAX_BODY, Server, valid_features, wait_until
+from serving_support import (
+    MAX_BATCH,
+    MAX_BODY,
+    MAX_INFLIGHT_SHADOW,
+    Server,
+    valid_features,
+    wait_until,
+)
 
 pytestmark = [pytest.mark.serving, pytest.mark.slow]
 
@@ -337,8 +344,11 @@ def test_feedback_counts_and_reports_unknown_ids(server: Server) -> None:
 
 
 def test_prediction_log_holds_both_roles_and_joins_labels(server: Server) -> None:
+    # Fewer requests than the mirror's bound (MAX_INFLIGHT_SHADOW), sent once earlier tests'
+    # copies have landed: a copy over the bound is dropped by design, and never logged.
+    assert wait_until(lambda: server.metric("mlops_shadow_inflight") == 0)
     ids = []
-    for i in range(8):
+    for i in range(MAX_INFLIGHT_SHADOW - 2):
         resp = server.client.post(f"{server.url}/predict", json={"features": valid_features(i)})
         ids.append(resp.json()["request_id"])
     store = server.store()
@@ -347,7 +357,22 @@ def test_prediction_log_holds_both_roles_and_joins_labels(server: Server) -> Non
         rows = store.predictions(request_ids=ids)
         return {(r.request_id, r.role) for r in rows} >= {(i, "shadow") for i in ids}
 
-    assert wait_until(logged), "shadow rows never reached the prediction log"
+    if not wait_until(logged):
+        rows = store.predictions(request_ids=ids)
+        names = [
+            "mlops_shadow_mirrored_total",
+            "mlops_shadow_mirror_dropped_total",
+            "mlops_shadow_failures_total",
+            "mlops_prediction_log_written_total",
+            "mlops_prediction_log_dropped_total",
+            "mlops_prediction_log_queued_rows",
+        ]
+        state = {name: server.metric(name) for name in names}
+        health = server.client.get(f"{server.url}/health").text
+        pytest.fail(
+            f"shadow rows never reached the prediction log: logged roles "
+            f"{sorted(r.role for r in rows)}; {state}; health {health}"
+        )
     rows = store.predictions(request_ids=ids)
     champion = {r.request_id: r for r in rows if r.role == "champion"}
     shadow = {r.request_id: r for r in rows if r.role == "shadow"}

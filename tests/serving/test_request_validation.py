@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from mlops_assets.lifecycle.schema import FeatureSpec, InputSchema
 from serving.app import normalise_label
-from serving.predlog import PredictionLogWriter
+from serving.predlog import PredictionLogWriter, StoreUnavailable
 from serving.validation import MAX_REPORTED_ERRORS, validate_batch, validate_records
 
 SCHEMA = InputSchema(
@@ -197,22 +197,54 @@ def test_writer_batches_off_the_event_loop_and_flushes() -> None:
     assert threading.main_thread().name not in sink.threads
 
 
-def test_writer_drops_past_its_bound_and_after_retries() -> None:
-    sink = Sink(fail_times=10)
+def test_writer_holds_rows_while_the_store_is_down_and_drops_only_past_its_bound() -> None:
+    sink = Sink(fail_times=5)  # two flushes of 2 attempts each fail, then one more attempt
     dropped: list[int] = []
 
     async def run() -> None:
         writer = PredictionLogWriter(
-            sink, batch=10, flush_s=10, max_queue=5, retries=1, on_dropped=dropped.append
+            sink,
+            batch=10,
+            flush_s=0.01,
+            max_queue=5,
+            retries=1,
+            max_backoff_s=0.05,
+            on_dropped=dropped.append,
         )
         writer.start()
-        assert writer.submit(list(range(8))) == 3
-        await writer.flush()  # both attempts fail: the 5 queued rows are dropped, counted
+        assert writer.submit(list(range(8))) == 3  # over the bound: counted at once
+        with pytest.raises(StoreUnavailable):
+            await writer.flush()
+        # Held, not dropped: still queued, in order, and the writer says the store is down.
+        assert writer.pending == 5 and writer.store_down
+        assert writer.submit([99]) == 1  # the queue is still full
+        # The background flusher backs off, retries, and gets everything through.
+        for _ in range(200):
+            if writer.written == 5:
+                break
+            await asyncio.sleep(0.02)
+        assert not writer.store_down
         await writer.close()
-        assert writer.dropped == 8
+        assert (writer.written, writer.dropped) == (5, 4)
 
     asyncio.run(run())
-    assert sum(dropped) == 8 and sink.batches == []
+    assert sum(dropped) == 4
+    assert [row for batch in sink.batches for row in batch] == [0, 1, 2, 3, 4]
+
+
+def test_writer_drops_what_the_store_still_refuses_at_shutdown() -> None:
+    sink = Sink(fail_times=1_000)
+
+    async def run() -> PredictionLogWriter:
+        writer = PredictionLogWriter(sink, batch=2, flush_s=10, retries=0)
+        writer.start()
+        writer.submit([1, 2, 3])
+        await writer.close()  # no exception: the rows are dropped and counted
+        return writer
+
+    writer = asyncio.run(run())
+    assert (writer.written, writer.dropped, writer.pending) == (0, 3, 0)
+    assert sink.batches == []
 
 
 def test_writer_flush_blocking_for_shutdown() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -13,7 +14,7 @@ import sqlalchemy as sa
 from tests_support import pg_schema_url
 
 from mlops_assets.lifecycle.store import CURRENT_SCHEMA_VERSION, LifecycleStore, PredictionRow
-from serving.predlog import LogEntry, encode_entries
+from serving.predlog import LogEntry, PredictionLogWriter, StoreUnavailable, encode_entries
 
 
 def entries(when: datetime) -> list[LogEntry]:
@@ -153,3 +154,43 @@ def test_v4_drops_the_request_id_index_and_lookups_still_work(store_url: str) ->
         assert new.append_prediction_rows(encode_entries(entries(when), "churn")) == 0
         got = new.predictions(model_name="churn", request_ids=["a"])
         assert sorted(p.role for p in got) == ["champion", "shadow"]
+
+
+def test_the_writer_holds_rows_through_a_store_outage(store_url: str) -> None:
+    """Fault injection on a real store: the log table vanishes for a while, nothing is lost."""
+    when = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
+
+    def ddl(sql: str) -> None:
+        with store.engine.begin() as conn:
+            conn.exec_driver_sql(sql)
+
+    with LifecycleStore(store_url) as store:
+
+        def sink(items: list[LogEntry]) -> int:
+            return store.append_prediction_rows(encode_entries(items, "churn"))
+
+        async def run() -> PredictionLogWriter:
+            writer = PredictionLogWriter(
+                sink, batch=100, flush_s=0.02, retries=0, max_backoff_s=0.1, size=len
+            )
+            writer.start()
+            ddl("ALTER TABLE prediction_log RENAME TO prediction_log_away")
+            try:
+                assert writer.submit(entries(when)) == 0
+                with pytest.raises(StoreUnavailable):
+                    await writer.flush()
+                await asyncio.sleep(0.2)  # the background flusher fails and backs off too
+                assert writer.pending == 4 and writer.store_down and writer.dropped == 0
+            finally:
+                ddl("ALTER TABLE prediction_log_away RENAME TO prediction_log")
+            for _ in range(250):
+                if writer.written == 4:
+                    break
+                await asyncio.sleep(0.02)
+            await writer.close()
+            return writer
+
+        writer = asyncio.run(run())
+        assert (writer.written, writer.dropped, writer.store_down) == (4, 0, False)
+        got = sorted((p.request_id, p.role) for p in store.predictions(model_name="churn"))
+    assert got == [("a", "champion"), ("a", "shadow"), ("b", "champion"), ("b", "shadow")]
