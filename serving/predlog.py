@@ -7,7 +7,9 @@ a blocking sink run in a worker thread.
 Nothing is dropped while there is room: when the store fails (a restart, a network cut), the
 batch goes back to the head of the queue and the writer retries with a growing back-off (up to
 `max_backoff_s`), while new rows keep queueing. Rows are dropped, and counted, only when the
-queue is full (`max_queue`) or when the store is still down at shutdown.
+queue is full (`max_queue`), when the store is still down at shutdown, or when a row itself is
+refused (a data error): then the batch is written item by item, so only the bad item goes and
+it can never block the rows behind it.
 
 Queue items may stand for several rows each (`size(item)`, 1 by default): the ingress queues
 one columnar entry per request, and the sink expands entries into rows on its own thread.
@@ -37,6 +39,18 @@ Size = Callable[[Any], int]
 
 class StoreUnavailable(RuntimeError):
     """The sink failed every attempt; the rows are held in the queue for a later retry."""
+
+
+# Errors caused by the rows rather than by the store: retrying them can never succeed.
+_DATA_ERRORS = (TypeError, ValueError, OverflowError, KeyError, AttributeError)
+_DATA_ERROR_NAMES = frozenset({"DataError", "IntegrityError"})  # SQLAlchemy and DB-API
+
+
+def caused_by_data(exc: BaseException) -> bool:
+    """True when `exc` says the rows are bad (retrying cannot help), not that the store is."""
+    if isinstance(exc, _DATA_ERRORS):
+        return True
+    return any(cls.__name__ in _DATA_ERROR_NAMES for cls in type(exc).__mro__)
 
 
 def _ignore(_: int) -> None:
@@ -161,23 +175,46 @@ class PredictionLogWriter:
             try:
                 await asyncio.to_thread(self._sink, chunk)
             except Exception as exc:
+                if caused_by_data(exc):
+                    await self._write_items_alone(chunk, exc)
+                    return
                 if attempt == self._retries:
                     self._hold(chunk, rows, exc)
                     raise StoreUnavailable(str(exc)) from exc
                 await asyncio.sleep(0.1 * (attempt + 1))
             else:
-                if self._failures:
-                    log.warning(
-                        "prediction log store is back after %d failed write(s); %d row(s) "
-                        "still queued",
-                        self._failures,
-                        self._rows,
-                    )
-                self._failures, self._retry_at = 0, 0.0
-                # Rows the store already had (same request, role, version) count as written.
-                self.written += rows
-                self._on_written(rows)
+                self._written(rows)
                 return
+
+    async def _write_items_alone(self, chunk: list[Any], first: BaseException) -> None:
+        """After a data error: write item by item, dropping (and counting) only bad items."""
+        log.warning("a prediction-log batch was refused (%s): writing it item by item", first)
+        for i, item in enumerate(chunk):
+            n = self._size(item)
+            try:
+                await asyncio.to_thread(self._sink, [item])
+            except Exception as exc:
+                if caused_by_data(exc):
+                    log.error("dropping %d prediction row(s) the store refuses: %s", n, exc)
+                    self._drop(n)
+                    continue
+                rest = chunk[i:]
+                self._hold(rest, sum(self._size(x) for x in rest), exc)
+                raise StoreUnavailable(str(exc)) from exc
+            else:
+                self._written(n)
+
+    def _written(self, rows: int) -> None:
+        if self._failures:
+            log.warning(
+                "prediction log store is back after %d failed write(s); %d row(s) still queued",
+                self._failures,
+                self._rows,
+            )
+        self._failures, self._retry_at = 0, 0.0
+        # Rows the store already had (same request, role, version) count as written.
+        self.written += rows
+        self._on_written(rows)
 
     def _hold(self, chunk: list[Any], rows: int, exc: BaseException) -> None:
         """Put a failed batch back at the head of the queue and back off."""

@@ -194,3 +194,37 @@ def test_the_writer_holds_rows_through_a_store_outage(store_url: str) -> None:
         assert (writer.written, writer.dropped, writer.store_down) == (4, 0, False)
         got = sorted((p.request_id, p.role) for p in store.predictions(model_name="churn"))
     assert got == [("a", "champion"), ("a", "shadow"), ("b", "champion"), ("b", "shadow")]
+
+
+def test_a_row_the_store_refuses_never_blocks_the_rows_behind_it(store_url: str) -> None:
+    """A bad entry (probabilities that do not match its classes) is dropped on its own."""
+    when = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
+    good = entries(when)
+    bad = LogEntry(
+        role="champion",
+        version="1",
+        time=when,
+        request_ids=["c"],
+        records=[{"age": 50, "plan": "pro"}],
+        latency_ms=1.0,
+        labels=["True"],
+        probabilities=np.array([[0.1, 0.2, 0.7]]),  # three numbers for two classes
+        classes=["False", "True"],
+    )
+    with LifecycleStore(store_url) as store:
+
+        def sink(items: list[LogEntry]) -> int:
+            return store.append_prediction_rows(encode_entries(items, "churn"))
+
+        async def run() -> PredictionLogWriter:
+            writer = PredictionLogWriter(sink, batch=100, flush_s=10, size=len)
+            writer.start()
+            assert writer.submit([good[0], bad, good[1]]) == 0
+            await writer.flush()  # no StoreUnavailable: the store itself is fine
+            await writer.close()
+            return writer
+
+        writer = asyncio.run(run())
+        assert (writer.written, writer.dropped, writer.store_down) == (4, 1, False)
+        got = sorted((p.request_id, p.role) for p in store.predictions(model_name="churn"))
+    assert got == [("a", "champion"), ("a", "shadow"), ("b", "champion"), ("b", "shadow")]
