@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import os
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import numpy as np
 import pytest
 import sqlalchemy as sa
-from tests_support import pg_schema_url
 
 from mlops_assets.lifecycle.store import CURRENT_SCHEMA_VERSION, LifecycleStore, PredictionRow
 from serving.predlog import LogEntry, PredictionLogWriter, StoreUnavailable, encode_entries
@@ -41,20 +38,6 @@ def entries(when: datetime) -> list[LogEntry]:
             error="timeout after 2s",
         ),
     ]
-
-
-@pytest.fixture(
-    params=["sqlite", pytest.param("postgresql", marks=[pytest.mark.postgres])],
-)
-def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'lifecycle.db'}"
-        return
-    base = os.environ.get("MLOPS_TEST_PG_URL")
-    if not base:
-        pytest.skip('MLOPS_TEST_PG_URL is not set; run `eval "$(scripts/start_postgres.sh)"`')
-    with pg_schema_url(base) as url:
-        yield url
 
 
 @pytest.fixture

@@ -31,8 +31,9 @@ T0 = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
 
 
 @pytest.fixture
-def url(tmp_path: Path) -> str:
-    return f"sqlite:///{tmp_path / 'state' / 'lifecycle.db'}"
+def url(sqlite_url: str) -> str:
+    """This module's store is SQLite (the PostgreSQL store has tests of its own)."""
+    return sqlite_url
 
 
 @pytest.fixture

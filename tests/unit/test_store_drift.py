@@ -7,15 +7,12 @@ a schema of its own.
 from __future__ import annotations
 
 import math
-import os
 import sqlite3
 import threading
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from tests_support import pg_schema_url
 
 from mlops_assets.lifecycle.drift import DriftResult
 from mlops_assets.lifecycle.records import DecisionRecord, DecisionStatus
@@ -26,25 +23,8 @@ T0 = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
 
 
 @pytest.fixture
-def sqlite_url(tmp_path: Path) -> str:
-    return f"sqlite:///{tmp_path / 'state' / 'lifecycle.db'}"
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=[pytest.mark.postgres])])
-def url(request: pytest.FixtureRequest, sqlite_url: str) -> Iterator[str]:
-    if request.param == "sqlite":
-        yield sqlite_url
-        return
-    base = os.environ.get("MLOPS_TEST_PG_URL")
-    if not base:
-        pytest.skip('MLOPS_TEST_PG_URL is not set; run `eval "$(scripts/start_postgres.sh)"`')
-    with pg_schema_url(base) as pg_url:
-        yield pg_url
-
-
-@pytest.fixture
-def store(url: str):
-    with LifecycleStore(url) as s:
+def store(store_url: str):
+    with LifecycleStore(store_url) as s:
         yield s
 
 
@@ -162,13 +142,15 @@ def test_nan_statistics_round_trip(store: LifecycleStore):
     assert math.isnan(row.statistic) and row.p_value is None and not row.drifted
 
 
-def test_concurrent_writers_of_one_computation_leave_one_copy(url: str, store: LifecycleStore):
+def test_concurrent_writers_of_one_computation_leave_one_copy(
+    store_url: str, store: LifecycleStore
+):
     barrier = threading.Barrier(4)
     errors: list[BaseException] = []
 
     def write() -> None:
         try:
-            with LifecycleStore(url) as own:
+            with LifecycleStore(store_url) as own:
                 barrier.wait(30)
                 own.record_drift("churn", "a" * 64, None, RESULTS)
         except BaseException as exc:
