@@ -804,7 +804,7 @@ class Ingress:
         version = answer.get("version") or copy.version
         self._metrics.shadow_mirrored.labels(model_version=version).inc()
         self._count("shadow", version, copy.endpoint, outcome.code)
-        now = datetime.now(UTC)
+        result: dict[str, Any]
         if outcome.code == 200:
             model_s = answer["model_ms"] / 1000
             self._metrics.latency.labels(role="shadow", model_version=version).observe(model_s)
@@ -812,31 +812,27 @@ class Ingress:
                 model_s
             )
             self._count_predictions("shadow", version, answer["labels"])
-            self._log(
-                LogEntry(
-                    role="shadow",
-                    version=version,
-                    time=now,
-                    request_ids=copy.request_ids,
-                    records=copy.records,
-                    latency_ms=answer["model_ms"],
-                    labels=answer["labels"],
-                    probabilities=answer["probabilities"],
-                    classes=answer["classes"],
-                )
-            )
-            return
-        kind = {504: "timeout", 422: "invalid"}.get(outcome.code, "error")
-        self._metrics.shadow_failures.labels(model_version=version, kind=kind).inc()
+            result = {
+                "latency_ms": answer["model_ms"],
+                "labels": answer["labels"],
+                "probabilities": answer["probabilities"],
+                "classes": answer["classes"],
+            }
+        else:
+            kind = {504: "timeout", 422: "invalid"}.get(outcome.code, "error")
+            self._metrics.shadow_failures.labels(model_version=version, kind=kind).inc()
+            result = {
+                "latency_ms": (time.monotonic() - copy.enqueued) * 1000,
+                "error": outcome.error,
+            }
         self._log(
             LogEntry(
                 role="shadow",
                 version=version,
-                time=now,
+                time=datetime.now(UTC),
                 request_ids=copy.request_ids,
                 records=copy.records,
-                latency_ms=(time.monotonic() - copy.enqueued) * 1000,
-                error=outcome.error,
+                **result,
             )
         )
 

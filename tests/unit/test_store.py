@@ -31,14 +31,8 @@ T0 = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
 
 
 @pytest.fixture
-def url(sqlite_url: str) -> str:
-    """This module's store is SQLite (the PostgreSQL store has tests of its own)."""
-    return sqlite_url
-
-
-@pytest.fixture
-def store(url: str):
-    with LifecycleStore(url) as s:
+def store(sqlite_url: str):
+    with LifecycleStore(sqlite_url) as s:
         yield s
 
 
@@ -71,8 +65,10 @@ def pred(request_id: str, role: str = "champion", version: str = "1", **kw) -> P
 # --- schema ----------------------------------------------------------------------------------
 
 
-def test_new_store_creates_its_folder_uses_wal_and_records_the_schema(url: str, tmp_path: Path):
-    with LifecycleStore(url) as store:
+def test_new_store_creates_its_folder_uses_wal_and_records_the_schema(
+    sqlite_url: str, tmp_path: Path
+):
+    with LifecycleStore(sqlite_url) as store:
         assert store.schema_version == CURRENT_SCHEMA_VERSION
     db = tmp_path / "state" / "lifecycle.db"
     assert db.exists()
@@ -85,8 +81,8 @@ def test_new_store_creates_its_folder_uses_wal_and_records_the_schema(url: str, 
     assert versions == list(range(1, CURRENT_SCHEMA_VERSION + 1))
 
 
-def test_opening_a_v1_store_upgrades_it_and_keeps_its_data(url: str, tmp_path: Path):
-    with LifecycleStore(url, schema_version=1) as old:
+def test_opening_a_v1_store_upgrades_it_and_keeps_its_data(sqlite_url: str, tmp_path: Path):
+    with LifecycleStore(sqlite_url, schema_version=1) as old:
         assert old.schema_version == 1
         assert not sa.inspect(old.engine).has_table("locks")
         rec = old.record_decision(decision())
@@ -94,7 +90,7 @@ def test_opening_a_v1_store_upgrades_it_and_keeps_its_data(url: str, tmp_path: P
         old.add_labels([("r1", "True")], source="file")
         old.record_alias_move("churn", "champion", None, "1", "cli", rec.id, time=T0)
 
-    with LifecycleStore(url) as new:
+    with LifecycleStore(sqlite_url) as new:
         assert new.schema_version == CURRENT_SCHEMA_VERSION
         assert new.get_decision(rec.id) == rec
         assert new.version_at("churn", "champion", T0 + timedelta(seconds=1)) == "1"
@@ -107,17 +103,17 @@ def test_opening_a_v1_store_upgrades_it_and_keeps_its_data(url: str, tmp_path: P
     # The upgrade kept a copy of the old file.
     assert (tmp_path / "state" / "lifecycle.db.v1.bak").exists()
     # Opening again is a no-op.
-    assert LifecycleStore(url).schema_version == CURRENT_SCHEMA_VERSION
+    assert LifecycleStore(sqlite_url).schema_version == CURRENT_SCHEMA_VERSION
 
 
-def test_a_store_newer_than_the_code_is_refused(url: str):
-    with LifecycleStore(url) as store, store.engine.begin() as conn:
+def test_a_store_newer_than_the_code_is_refused(sqlite_url: str):
+    with LifecycleStore(sqlite_url) as store, store.engine.begin() as conn:
         conn.exec_driver_sql(
             "INSERT INTO schema_version (version, description, applied_at) "
             "VALUES (99, 'future', '2030-01-01 00:00:00.000000')"
         )
     with pytest.raises(StoreError, match="newer than this code"):
-        LifecycleStore(url)
+        LifecycleStore(sqlite_url)
 
 
 def test_unsupported_url_is_refused():
@@ -435,8 +431,8 @@ def test_expired_lock_is_taken_over_and_not_released_by_its_old_owner(store: Lif
     assert store.release_lock(fresh) is True
 
 
-def test_lock_is_exclusive_between_processes(url: str, store: LifecycleStore):
-    check_lock_exclusive_between_processes(url, store)
+def test_lock_is_exclusive_between_processes(sqlite_url: str, store: LifecycleStore):
+    check_lock_exclusive_between_processes(sqlite_url, store)
 
 
 _WRITER = """
@@ -451,9 +447,9 @@ print("done", flush=True)
 """
 
 
-def test_another_process_can_write_the_log_while_we_use_the_store(url: str, store):
+def test_another_process_can_write_the_log_while_we_use_the_store(sqlite_url: str, store):
     proc = subprocess.Popen(
-        [sys.executable, "-c", _WRITER, url], stdout=subprocess.PIPE, text=True, cwd=REPO
+        [sys.executable, "-c", _WRITER, sqlite_url], stdout=subprocess.PIPE, text=True, cwd=REPO
     )
     try:
         for i in range(40):
