@@ -32,11 +32,3 @@ def raise_alert(settings: Settings, *, kind: str, message: str, details: dict[st
             log.exception("alert webhook %s failed", url)
     return alert
 
-
-def read_alerts(settings: Settings, limit: int = 20) -> list[dict]:
-    """The newest alerts from the alert log."""
-    path = settings.home / "alerts.jsonl"
-    if not path.exists():
-        return []
-    lines = path.read_text(encoding="utf-8").splitlines()[-limit:]
-    return [json.loads(line) for line in reversed(lines) if line.strip()]

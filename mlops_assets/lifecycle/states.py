@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from enum import StrEnum
 
 
@@ -45,7 +46,47 @@ class Actor(StrEnum):
     UI = "ui"
 
 
-STATE_TAG = "lifecycle.state"
+class Tag(StrEnum):
+    """Model-version tag names written and read by the lifecycle (one spelling, one place)."""
+
+    # Lifecycle state and the decision that set it (registry moves).
+    STATE = "lifecycle.state"
+    DECISION_ID = "lifecycle.decision_id"
+    REASONS = "lifecycle.reasons"
+    PROMOTED_AT = "lifecycle.promoted_at"
+    ARCHIVED_AT = "lifecycle.archived_at"
+    REJECTED_AT = "lifecycle.rejected_at"
+    ROLLED_BACK = "lifecycle.rolled_back"
+    # Lineage, set at registration.
+    DATA_SHA256 = "data.sha256"
+    DATA_FILES = "data.files"
+    LUDWIG_CONFIG_HASH = "ludwig.config_hash"
+    SCHEMA_FINGERPRINT = "schema.fingerprint"
+    DAGSTER_RUN_ID = "dagster.run_id"
+    # Retention: old rejected versions are marked, never deleted.
+    MLOPS_ARCHIVED = "mlops.archived"
+    MLOPS_ARCHIVED_AT = "mlops.archived_at"
+    MLOPS_ARCHIVED_REASON = "mlops.archived_reason"
+
+
+STATE_TAG = Tag.STATE.value
+
+# Holdout metrics are logged on the training run as `holdout.<metric>`.
+HOLDOUT_METRIC_PREFIX = "holdout."
+
+
+def holdout_metric_key(metric: str) -> str:
+    """The MLflow run-metric key of a holdout metric."""
+    return f"{HOLDOUT_METRIC_PREFIX}{metric}"
+
+
+def holdout_metrics(run_metrics: Mapping[str, float]) -> dict[str, float]:
+    """The holdout metrics of a training run, keyed by metric name (prefix removed)."""
+    return {
+        k.removeprefix(HOLDOUT_METRIC_PREFIX): v
+        for k, v in run_metrics.items()
+        if k.startswith(HOLDOUT_METRIC_PREFIX)
+    }
 
 # Allowed moves of `lifecycle.state` (DESIGN.md "Model states").
 ALLOWED_MOVES: dict[ModelState, frozenset[ModelState]] = {
