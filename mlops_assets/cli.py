@@ -258,7 +258,9 @@ def cycle(ctx: Ctx, data_path: str | None, dry_run: bool) -> None:
     tests (PROMOTE, EXTEND_SHADOW or REJECT); train and judge a challenger for every new file
     in data/raw/ (identical data is never retrained); check the champion's probation.
     """
-    from mlops_assets.lifecycle import automation, manager
+    from mlops_assets.lifecycle import manager
+    from mlops_assets.lifecycle.probation import check_probation_now, run_probation
+    from mlops_assets.lifecycle.shadow import expired_shadows
     from mlops_assets.lifecycle.states import Actor
     from mlops_assets.lifecycle.training import find_existing_version
     from mlops_assets.pipeline import materialize
@@ -280,7 +282,7 @@ def cycle(ctx: Ctx, data_path: str | None, dry_run: bool) -> None:
         )
         if done is None or data_path:
             todo.append(path)
-    expired = automation.expired_shadows(settings)
+    expired = expired_shadows(settings)
     labels = [p for p in sorted(settings.labels_dir.glob("*.csv")) if not p.name.startswith(".")]
     if dry_run:
         click.echo(f"would reconcile {len(pending)} pending decision(s)")
@@ -293,7 +295,7 @@ def cycle(ctx: Ctx, data_path: str | None, dry_run: bool) -> None:
             click.echo("no new data: nothing to train")
         for path in todo:
             click.echo(f"would train and judge a challenger on {path}")
-        probation = automation.check_probation_now(settings)
+        probation = check_probation_now(settings)
         click.echo(
             "would roll back: " + "; ".join(probation.reasons)
             if probation.rollback
@@ -316,7 +318,7 @@ def cycle(ctx: Ctx, data_path: str | None, dry_run: bool) -> None:
         report = _guard(lambda p=path: run_cycle_for_file(settings, p, evaluate=True))
         _print_cycle_report(report)
         failed |= not report["success"]
-    rollback_record = _guard(lambda: automation.run_probation(settings, actor=Actor.CLI))
+    rollback_record = _guard(lambda: run_probation(settings, actor=Actor.CLI))
     if rollback_record is not None:
         click.echo("ROLLBACK: " + " ".join(rollback_record.reasons))
     sys.exit(EXIT_FAILED if failed else 0)

@@ -53,9 +53,9 @@ def reconcile_registry(context: dg.OpExecutionContext, lifecycle: LifecycleResou
 @dg.op(description="Load label files from data/labels/ into the lifecycle store.")
 def ingest_labels(context: dg.OpExecutionContext, lifecycle: LifecycleResource, after: int) -> int:
     """Ingest label files (processed files move to data/labels/processed/)."""
-    from mlops_assets.lifecycle import automation
+    from mlops_assets.lifecycle import labels
 
-    result = automation.ingest_label_files(lifecycle.settings())
+    result = labels.ingest_label_files(lifecycle.settings())
     context.log.info(
         f"labels: {len(result.files)} file(s), {result.accepted} accepted, "
         f"{len(result.quarantined)} quarantined"
@@ -68,9 +68,9 @@ def probation_check(
     context: dg.OpExecutionContext, lifecycle: LifecycleResource, after: int
 ) -> int:
     """Apply ROLLBACK when the probation rules say so."""
-    from mlops_assets.lifecycle import automation
+    from mlops_assets.lifecycle import probation
 
-    record = automation.run_probation(
+    record = probation.run_probation(
         lifecycle.settings(), actor=_actor(context), dagster_run_id=context.run_id
     )
     if record is not None:
@@ -81,9 +81,9 @@ def probation_check(
 @dg.op(description="Prune old prediction-log rows and archive old rejected runs.")
 def retention(context: dg.OpExecutionContext, lifecycle: LifecycleResource, after: int) -> None:
     """Apply `automation.retention` (never to champions or archived champions)."""
-    from mlops_assets.lifecycle import automation
+    from mlops_assets.lifecycle.retention import run_retention
 
-    report = automation.run_retention(lifecycle.settings())
+    report = run_retention(lifecycle.settings())
     context.log.info(f"retention: {report}")
 
 

@@ -27,13 +27,12 @@ def shadow_evaluation(
     context: dg.AssetExecutionContext, lifecycle: LifecycleResource
 ) -> dg.MaterializeResult:
     """Ingest label files, then evaluate and decide every expired shadow test."""
-    from mlops_assets.lifecycle import automation
+    from mlops_assets.lifecycle.labels import ingest_label_files
+    from mlops_assets.lifecycle.shadow import run_shadow_expiry
 
     settings = lifecycle.settings()
-    ingest = automation.ingest_label_files(settings)
-    records = automation.run_shadow_expiry(
-        settings, actor=_actor(context), dagster_run_id=context.run_id
-    )
+    ingest = ingest_label_files(settings)
+    records = run_shadow_expiry(settings, actor=_actor(context), dagster_run_id=context.run_id)
     lines = ["| version | decision | status | reasons |", "|---|---|---|---|"]
     for rec in records:
         lines.append(

@@ -1,0 +1,340 @@
+"""Labels in: label files from `data/labels/`, and the one label normaliser.
+
+- `canonical_label` / `label_map`: how an incoming label is matched to a model's classes
+  (binary spellings such as True, 1, 1.0 and yes collapse to `true`/`false`).
+- `ingest_label_files`: label CSVs (`request_id,label`) from `data/labels/` into the store.
+  A bad file is quarantined next to a report, like a bad data file; a good one is moved to
+  `data/labels/processed/<sha256[:12]>_<name>` (nothing is ever deleted). The move is the commit
+  point: a crash before it re-adds the same labels (an upsert), a file whose content was already
+  processed is not applied again (so it cannot undo later corrections).
+- `version_classes`: the class labels stored with a model version.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import logging
+import shutil
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+import pandas as pd
+from pydantic import BaseModel, ConfigDict, Field, computed_field
+
+from mlops_assets.lifecycle.manager import alias_version, mlflow_client, open_store
+from mlops_assets.lifecycle.states import Alias
+from mlops_assets.lifecycle.store import LifecycleStore
+from mlops_assets.settings import Settings
+from mlops_assets.validation import Problem, ValidationResult, quarantine
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
+
+log = logging.getLogger(__name__)
+
+LABEL_COLUMNS = ("request_id", "label")
+PROCESSED_DIR = "processed"
+_MAX_EXAMPLES = 5
+_TRUE_TOKENS = {"true", "t", "yes", "y", "1", "1.0"}
+_FALSE_TOKENS = {"false", "f", "no", "n", "0", "0.0"}
+
+
+class LabelFile(BaseModel):
+    """What happened to one label file."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    sha256: str
+    status: Literal["ingested", "duplicate", "quarantined"]
+    rows: int = 0
+    accepted: int = 0
+    unknown_ids: int = 0  # labels stored for requests not (yet) in the prediction log
+    moved_to: str
+    problems: list[Problem] = Field(default_factory=list)
+
+
+class LabelIngest(BaseModel):
+    """Outcome of one `ingest_label_files` pass."""
+
+    files: list[LabelFile] = Field(default_factory=list)
+
+    @computed_field
+    @property
+    def accepted(self) -> int:
+        """Labels stored in this pass."""
+        return sum(f.accepted for f in self.files)
+
+    @property
+    def quarantined(self) -> list[LabelFile]:
+        """Files moved to quarantine."""
+        return [f for f in self.files if f.status == "quarantined"]
+
+
+def canonical_label(value: Any) -> str:
+    """A label as text; binary spellings (True, 1, 1.0, yes) collapse to `true`/`false`."""
+    text = str(value).strip()
+    low = text.lower()
+    if low in _TRUE_TOKENS:
+        return "true"
+    if low in _FALSE_TOKENS:
+        return "false"
+    return text
+
+
+def label_map(classes: Sequence[str]) -> dict[str, str]:
+    """canonical spelling -> class label, for mapping incoming labels onto a model's classes."""
+    return {canonical_label(c): str(c) for c in classes}
+
+
+def list_label_files(labels_dir: Path) -> list[Path]:
+    """CSV files waiting in the labels folder, by name (hidden files and subfolders skipped)."""
+    if not labels_dir.is_dir():
+        return []
+    return sorted(
+        p
+        for p in labels_dir.iterdir()
+        if p.is_file() and not p.name.startswith(".") and p.suffix.lower() == ".csv"
+    )
+
+
+def _check_label_file(
+    raw: bytes, known_classes: list[str] | None
+) -> tuple[list[Problem], list[tuple[str, str]], list[str]]:
+    """Problems, (request_id, label) pairs and columns of one label file."""
+
+    def fail(check: str, message: str, examples: list[str] | None = None) -> list[Problem]:
+        return [Problem(check=check, message=message, examples=examples or [])]
+
+    if not raw:
+        return fail("empty_file", "the file is empty (0 bytes)"), [], []
+    try:
+        text = raw.decode("utf-8-sig", errors="strict")
+    except UnicodeDecodeError as exc:
+        line = raw.count(b"\n", 0, exc.start) + 1
+        return (
+            fail(
+                "encoding",
+                f"not UTF-8 text: invalid byte(s) at line {line} (byte offset {exc.start}); "
+                "save the file as UTF-8",
+                [repr(raw[exc.start : exc.start + 8])],
+            ),
+            [],
+            [],
+        )
+    if "\x00" in text:
+        return fail("encoding", "NUL byte in the file: this is not a text CSV file"), [], []
+    try:
+        header = next(csv.reader(io.StringIO(text)), [])
+        frame = pd.read_csv(
+            io.StringIO(text), dtype=str, keep_default_na=False, skipinitialspace=True
+        )
+    except Exception as exc:  # pandas raises several types for malformed CSV
+        return fail("csv_parse", f"not a readable CSV file: {' '.join(str(exc).split())}"), [], []
+    columns = [str(c).strip() for c in header]
+    frame.columns = [str(c).strip() for c in frame.columns]
+    problems: list[Problem] = []
+    missing = [c for c in LABEL_COLUMNS if c not in columns]
+    if missing:
+        hint = ""
+        if len(columns) == 1 and any(sep in columns[0] for sep in (";", "\t", "|")):
+            hint = " (the file seems to use another separator; use commas)"
+        problems.append(
+            Problem(
+                check="required_column",
+                column=missing[0],
+                message=f"missing column(s) {missing}; a label file has columns "
+                f"request_id,label; columns found: {columns}{hint}",
+            )
+        )
+        return problems, [], columns
+    dups = sorted({c for c in columns if columns.count(c) > 1})
+    if dups:
+        problems.append(
+            Problem(
+                check="duplicate_columns",
+                column=dups[0],
+                message=f"column name(s) appear more than once: {dups}",
+            )
+        )
+        return problems, [], columns
+    if frame.empty:
+        problems.append(Problem(check="no_data_rows", message="header but no label rows"))
+        return problems, [], columns
+
+    ids = frame["request_id"].astype(str).str.strip()
+    labels = frame["label"].astype(str).str.strip()
+    for column, values in (("request_id", ids), ("label", labels)):
+        empty = values.index[values == ""]
+        if len(empty):
+            problems.append(
+                Problem(
+                    check="not_null",
+                    column=column,
+                    message=f"{len(empty)} empty value(s) in a column that must not be empty",
+                    examples=[f"line {int(i) + 2}" for i in empty[:_MAX_EXAMPLES]],
+                    count=len(empty),
+                )
+            )
+    if known_classes:
+        known = label_map(known_classes)
+        bad = labels.index[(labels != "") & ~labels.map(canonical_label).isin(known)]
+        if len(bad):
+            problems.append(
+                Problem(
+                    check="label_classes",
+                    column="label",
+                    message=f"{len(bad)} label(s) are not classes of the served models "
+                    f"{sorted(set(known_classes))}",
+                    examples=[f"line {int(i) + 2}: {labels[i]!r}" for i in bad[:_MAX_EXAMPLES]],
+                    count=len(bad),
+                )
+            )
+    given = pd.DataFrame({"request_id": ids, "label": labels.map(canonical_label)})
+    given = given[(given["request_id"] != "") & (given["label"] != "")]
+    conflicting = given.groupby("request_id")["label"].nunique()
+    conflicting = conflicting[conflicting > 1]
+    if len(conflicting):
+        problems.append(
+            Problem(
+                check="conflicting_labels",
+                column="label",
+                message=f"{len(conflicting)} request id(s) carry different labels in this file",
+                examples=[str(r) for r in conflicting.index[:_MAX_EXAMPLES]],
+                count=len(conflicting),
+            )
+        )
+    items = list(zip(ids.tolist(), labels.tolist(), strict=True))
+    return problems, items, columns
+
+
+def _served_classes(settings: Settings, store: LifecycleStore) -> list[str] | None:
+    """Classes of the champion and open shadows (None when unknown: no check then)."""
+    try:
+        client = mlflow_client(settings)
+        versions = [alias_version(client, settings.model_name, Alias.CHAMPION)]
+        versions += [t.version for t in store.open_shadow_tests(settings.model_name)]
+        classes: list[str] = []
+        for version in versions:
+            if version is not None:
+                classes += version_classes(settings, client, version) or []
+    except Exception:  # the registry is down: labels are still stored, unchecked
+        log.warning("cannot read the served models' classes; label values are not checked")
+        return None
+    return list(dict.fromkeys(classes)) or None
+
+
+def _move_processed(path: Path, processed: Path, sha: str) -> Path:
+    processed.mkdir(parents=True, exist_ok=True)
+    dest = processed / f"{sha[:12]}_{path.name}"
+    counter = 1
+    while dest.exists():  # never overwrite
+        dest = processed / f"{sha[:12]}_{counter}_{path.name}"
+        counter += 1
+    shutil.move(str(path), str(dest))
+    return dest
+
+
+def ingest_label_files(settings: Settings) -> LabelIngest:
+    """Store the labels of every CSV in `labels_dir`; quarantine bad files, move good ones.
+
+    Source of each label: `file:<name>`. Re-running adds nothing new: processed files have left
+    the folder, and a file whose content was processed before is moved as a `duplicate` without
+    being applied again.
+    """
+    labels_dir = settings.labels_dir
+    processed = labels_dir / PROCESSED_DIR
+    files = list_label_files(labels_dir)
+    out = LabelIngest()
+    if not files:
+        return out
+    store = open_store(settings)
+    classes = _served_classes(settings, store)
+    for path in files:
+        raw = path.read_bytes()
+        sha = hashlib.sha256(raw).hexdigest()
+        problems, items, columns = _check_label_file(raw, classes)
+        if problems:
+            result = ValidationResult(
+                path=path, sha256=sha, ok=False, rows=len(items), columns=columns, problems=problems
+            )
+            moved = quarantine(result, settings.quarantine_dir)
+            log.error("label file %s quarantined to %s: %s", path.name, moved, result.summary())
+            out.files.append(
+                LabelFile(
+                    name=path.name,
+                    sha256=sha,
+                    status="quarantined",
+                    rows=len(items),
+                    moved_to=str(moved),
+                    problems=problems,
+                )
+            )
+            continue
+        if _already_processed(processed, sha):
+            moved = _move_processed(path, processed, sha)
+            log.warning("label file %s was processed before; moved to %s unapplied", path, moved)
+            out.files.append(
+                LabelFile(
+                    name=path.name,
+                    sha256=sha,
+                    status="duplicate",
+                    rows=len(items),
+                    moved_to=str(moved),
+                )
+            )
+            continue
+        result = store.add_labels(items, source=f"file:{path.name}")
+        moved = _move_processed(path, processed, sha)
+        log.info(
+            "label file %s: %d labels stored (%d for requests not logged yet); moved to %s",
+            path.name,
+            result.accepted,
+            len(result.unknown_ids),
+            moved,
+        )
+        out.files.append(
+            LabelFile(
+                name=path.name,
+                sha256=sha,
+                status="ingested",
+                rows=len(items),
+                accepted=result.accepted,
+                unknown_ids=len(result.unknown_ids),
+                moved_to=str(moved),
+            )
+        )
+    return out
+
+
+def _already_processed(processed: Path, sha: str) -> bool:
+    for candidate in processed.glob(f"{sha[:12]}_*"):
+        if hashlib.sha256(candidate.read_bytes()).hexdigest() == sha:
+            return True
+    return False
+
+
+def version_classes(settings: Settings, client: MlflowClient, version: str) -> list[str] | None:
+    """Class labels, in probability-column order, stored with a version (schema.json or bundle).
+
+    None when the version has neither artifact.
+    """
+    mv = client.get_model_version(settings.model_name, str(version))
+    for artifact, key in (("schema.json", "classes"), ("serving/bundle.json", "classes")):
+        with tempfile.TemporaryDirectory() as tmp:
+            try:
+                local = client.download_artifacts(mv.run_id, artifact, tmp)
+            except Exception:  # not stored with this version
+                continue
+            try:
+                classes = json.loads(Path(local).read_text(encoding="utf-8")).get(key) or []
+            except (OSError, ValueError):
+                continue
+        if classes:
+            return [str(c) for c in classes]
+    return None

@@ -1,0 +1,123 @@
+"""Retention: prune old prediction-log rows and mark the runs of old rejected versions archived."""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from mlops_assets.lifecycle.manager import mlflow_client, open_store, registry_for
+from mlops_assets.lifecycle.shadow import now_or_utcnow
+from mlops_assets.lifecycle.states import STATE_TAG, ModelState
+from mlops_assets.lifecycle.store import as_utc
+from mlops_assets.settings import Settings
+
+log = logging.getLogger(__name__)
+
+ARCHIVED_TAG = "mlops.archived"
+ARCHIVED_AT_TAG = "mlops.archived_at"
+ARCHIVED_REASON_TAG = "mlops.archived_reason"
+
+
+class ArchivedRun(BaseModel):
+    """A rejected version whose MLflow run was marked archived."""
+
+    version: str
+    run_id: str
+    rejected_at: datetime
+
+
+class RetentionReport(BaseModel):
+    """What one retention pass pruned and marked."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    cutoff: datetime
+    kept_versions: list[str]
+    predictions_deleted: int = 0
+    runs_archived: list[ArchivedRun] = Field(default_factory=list)
+    skipped: list[str] = Field(default_factory=list)
+
+
+def _version_time(tags: dict[str, str], key: str, fallback_ms: int | None) -> datetime | None:
+    if tags.get(key):
+        try:
+            return as_utc(datetime.fromisoformat(tags[key]))
+        except ValueError:
+            pass
+    return datetime.fromtimestamp(fallback_ms / 1000, UTC) if fallback_ms else None
+
+
+def run_retention(settings: Settings, *, now: datetime | None = None) -> RetentionReport:
+    """Prune old prediction-log rows and mark the MLflow runs of old rejected versions archived.
+
+    Rows older than `automation.retention` go, except those of the champion, the previous
+    champion, every archived (former champion) version and every version in a shadow test,
+    whatever their age. Labels left without any prediction go with them (the store does that).
+
+    Rejected versions rejected before the cutoff are not deleted: their MLflow run and model
+    version get the tag `mlops.archived=true` (with `mlops.archived_at` and a reason). That is
+    reversible (delete the tag), keeps the registry consistent, and lets an operator filter or
+    garbage-collect them on purpose (`tags.mlops.archived = 'true'` in a run search). A run
+    shared with any non-rejected version is never marked.
+    """
+    from mlops_assets.lifecycle.registry import REJECTED_AT_TAG
+
+    now = now_or_utcnow(now)
+    cutoff = now - settings.config.automation.retention
+    name = settings.model_name
+    store = open_store(settings)
+    client = mlflow_client(settings)
+    reg = registry_for(settings, client, store)
+    aliases = reg.aliases()
+    versions = reg.versions()
+    keep = {v for v in aliases.values()}
+    keep |= {t.version for t in store.open_shadow_tests(name)}
+    for mv in versions:
+        state = (mv.tags or {}).get(STATE_TAG)
+        if state in (ModelState.CHAMPION, ModelState.ARCHIVED, ModelState.SHADOW):
+            keep.add(str(mv.version))
+    deleted = store.prune_predictions(cutoff, keep)
+    report = RetentionReport(
+        cutoff=cutoff, kept_versions=sorted(keep, key=int), predictions_deleted=deleted
+    )
+
+    protected_runs = {
+        mv.run_id
+        for mv in versions
+        if (mv.tags or {}).get(STATE_TAG) != ModelState.REJECTED or str(mv.version) in keep
+    }
+    for mv in versions:
+        version = str(mv.version)
+        tags = dict(mv.tags or {})
+        if tags.get(STATE_TAG) != ModelState.REJECTED or version in keep:
+            continue
+        if tags.get(ARCHIVED_TAG) == "true":
+            continue  # done on an earlier pass
+        rejected_at = _version_time(tags, REJECTED_AT_TAG, mv.last_updated_timestamp)
+        if rejected_at is None or rejected_at >= cutoff:
+            continue
+        if mv.run_id in protected_runs:
+            report.skipped.append(f"v{version}: its run {mv.run_id} also backs a kept version")
+            continue
+        reason = (
+            f"rejected at {rejected_at.isoformat(timespec='seconds')}, before the retention "
+            f"cutoff {cutoff.isoformat(timespec='seconds')}"
+        )
+        # Run tags first, the version tag last: the version tag marks this version done.
+        try:
+            run_tags = client.get_run(mv.run_id).data.tags
+        except Exception as exc:  # the run was deleted by hand
+            report.skipped.append(f"v{version}: run {mv.run_id} cannot be read ({exc})")
+            continue
+        if run_tags.get(ARCHIVED_TAG) != "true":
+            client.set_tag(mv.run_id, ARCHIVED_AT_TAG, now.isoformat())
+            client.set_tag(mv.run_id, ARCHIVED_REASON_TAG, reason)
+            client.set_tag(mv.run_id, ARCHIVED_TAG, "true")
+        client.set_model_version_tag(name, version, ARCHIVED_TAG, "true")
+        report.runs_archived.append(
+            ArchivedRun(version=version, run_id=mv.run_id, rejected_at=rejected_at)
+        )
+        log.info("retention: marked the run of rejected v%s archived (%s)", version, reason)
+    return report
