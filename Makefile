@@ -10,12 +10,14 @@ demo: setup
 lint: setup
 	.venv/bin/ruff check .
 	.venv/bin/ruff format --check .
+	.venv/bin/lint-imports
 
 defs-validate: setup
 	.venv/bin/dagster definitions validate -w workspace.yaml
 
 test: setup
 	.venv/bin/ruff check .
+	.venv/bin/lint-imports
 	.venv/bin/python -m pytest
 
 # Unit tier only (pure functions, seconds).
