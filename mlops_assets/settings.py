@@ -181,8 +181,14 @@ class ChampionChallengerPolicy(_Strict):
     shadow_traffic_percent: float = Field(100.0, ge=0, le=100)
     shadow_min_labelled_samples: int = Field(100, ge=1)
     max_shadow_extensions: int = Field(2, ge=0)
+    # A shadow is rejected when its error rate exceeds the champion's by more than this, or,
+    # when set, when its p50 latency exceeds this multiple of the champion's.
+    error_rate_tolerance: float = Field(0.01, ge=0, le=1)
+    max_latency_ratio: float | None = Field(None, gt=0)
     probation_period: Duration = timedelta(days=3)
     rollback_threshold: float = Field(0.05, ge=0)
+    # A champion in probation is rolled back when its live error rate exceeds this.
+    max_error_rate: float = Field(0.05, ge=0, le=1)
     max_shadows: int = Field(1, ge=1)
 
     @field_validator("evaluation_metrics")

@@ -10,6 +10,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from mlops_assets.lifecycle.states import Actor, Decision
+from mlops_assets.lifecycle.verdict import Check
 
 
 def utcnow() -> datetime:
@@ -73,6 +74,9 @@ class DecisionRecord(BaseModel):
     test: SignificanceTest | None = None
     sample_size: int | None = None
     policy: dict[str, Any] = Field(default_factory=dict)
+    # The typed checks the decision was derived from; the reasons are derived from them too.
+    # Records stored before checks existed have none.
+    checks: list[Check] = Field(default_factory=list)
     reasons: list[str] = Field(default_factory=list)
     status: DecisionStatus = DecisionStatus.PENDING
     error: str | None = None

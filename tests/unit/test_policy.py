@@ -4,65 +4,38 @@ from __future__ import annotations
 
 import math
 import re
+import uuid
 from typing import Any
 
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
+from verdict_scenarios import (
+    CLASSES,
+    SCENARIOS,
+    offline,
+    pair,
+    policy,
+    reword_every_template,
+    shadow,
+)
 
 from mlops_assets.lifecycle.metrics import HIGHER_IS_BETTER
 from mlops_assets.lifecycle.policy import (
     ModelEvaluation,
     awaiting_manual_promotion,
     check_probation,
-    decide_offline,
-    decide_shadow,
+    offline_decision,
+    probation_checks,
+    probation_rollback,
+    shadow_decision,
     verdict_rank,
 )
 from mlops_assets.lifecycle.records import DecisionRecord, DecisionStatus
 from mlops_assets.lifecycle.states import Actor, Decision
-from mlops_assets.settings import ChampionChallengerPolicy
-
-CLASSES = ["0", "1"]
-LABELS = np.array(CLASSES)
-
-
-def policy(**overrides: Any) -> ChampionChallengerPolicy:
-    """The default policy with fewer bootstrap resamples (faster) and any overrides."""
-    return ChampionChallengerPolicy(**{"bootstrap_resamples": 300, **overrides})
-
-
-def pair(
-    n: int = 400,
-    seed: int = 0,
-    champion_accuracy: float = 0.7,
-    flips: int = 0,
-    breaks: int = 0,
-) -> tuple[ModelEvaluation, ModelEvaluation]:
-    """Champion right on about `champion_accuracy` of rows; the challenger copies it, turns
-    its first `flips` wrong answers right, and its first `breaks` right answers wrong."""
-    rng = np.random.default_rng(seed)
-    y = rng.integers(0, 2, n)
-    a = np.where(rng.random(n) < champion_accuracy, y, 1 - y)
-    z = a.copy()
-    order = rng.permutation(n)
-    wrong = order[a[order] != y[order]]
-    right = order[a[order] == y[order]]
-    z[wrong[:flips]] = y[wrong[:flips]]
-    z[right[:breaks]] = 1 - y[right[:breaks]]
-
-    def proba(pred: np.ndarray) -> np.ndarray:
-        return np.clip(np.where(pred == 1, 0.75, 0.25) + rng.normal(0, 0.05, n), 0.01, 0.99)
-
-    return (
-        ModelEvaluation(version="1", y_true=LABELS[y], y_pred=LABELS[a], probabilities=proba(a)),
-        ModelEvaluation(version="2", y_true=LABELS[y], y_pred=LABELS[z], probabilities=proba(z)),
-    )
-
-
-def offline(champion, challenger, pol, **kw: Any) -> DecisionRecord:
-    return decide_offline(champion, challenger, pol, model_name="m", actor=Actor.CLI, **kw)
+from mlops_assets.lifecycle.verdict import CheckName, gate_passed
+from mlops_assets.settings import ChampionChallengerPolicy, load_settings
 
 
 def improvement(record: DecisionRecord, metric: str) -> float:
@@ -381,20 +354,6 @@ def test_property_a_larger_improvement_never_lowers_the_verdict(
 # --- shadow test -------------------------------------------------------------------------------
 
 
-def shadow(champion, candidate, pol=None, **kw: Any) -> DecisionRecord:
-    args: dict[str, Any] = {
-        "extensions_so_far": 0,
-        "champion_error_rate": 0.0,
-        "shadow_error_rate": 0.0,
-        "champion_p50_latency_ms": 10.0,
-        "shadow_p50_latency_ms": 12.0,
-        "model_name": "m",
-        "actor": Actor.SENSOR,
-        **kw,
-    }
-    return decide_shadow(champion, candidate, pol or policy(), **args)
-
-
 def test_shadow_promotes_a_better_model() -> None:
     rec = shadow(*pair(n=300, flips=50))
     assert rec.decision == Decision.PROMOTE
@@ -488,3 +447,169 @@ def test_too_few_resamples_for_alpha_is_explained() -> None:
     rec = offline(champion, challenger, policy(significance_alpha=0.001, bootstrap_resamples=500))
     assert rec.decision == Decision.KEEP_CHAMPION
     assert any("raise bootstrap_resamples to at least 1000" in r for r in rec.reasons)
+
+
+# --- verdicts are data -------------------------------------------------------------------------
+
+
+def _outcome(result: Any) -> Any:
+    """What a scenario decided, without its sentences."""
+    if isinstance(result, DecisionRecord):
+        return (result.decision, result.checks)
+    rollback, _reasons = result
+    return rollback
+
+
+def _sentences(result: Any) -> list[str]:
+    return result.reasons if isinstance(result, DecisionRecord) else result[1]
+
+
+@pytest.mark.parametrize("name", sorted(SCENARIOS))
+def test_rewording_every_reason_template_changes_no_decision(
+    name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    before = SCENARIOS[name]()
+    reword_every_template(monkeypatch)
+    after = SCENARIOS[name]()
+    assert _outcome(after) == _outcome(before)
+    said, now = _sentences(before), _sentences(after)
+    assert said and now
+    assert all(s.startswith("Reworded ") for s in now), now
+    assert not set(said) & set(now)
+
+
+def test_the_decision_is_a_function_of_the_checks_alone() -> None:
+    for name, run in SCENARIOS.items():
+        result = run()
+        if not isinstance(result, DecisionRecord):
+            continue
+        if any(c.name == CheckName.ERROR_RATE for c in result.checks):
+            assert shadow_decision(result.checks) == result.decision, name
+        else:
+            has_champion = result.champion_version is not None
+            assert offline_decision(result.checks, has_champion=has_champion) == result.decision
+        # The record keeps its checks through the JSON the lifecycle store writes.
+        assert DecisionRecord.model_validate_json(result.model_dump_json()) == result, name
+
+
+def test_every_rule_that_decides_is_a_check() -> None:
+    rec = offline(*pair(flips=60), policy(direct_promotion_margin=0.5))
+    names = [c.name for c in rec.checks]
+    assert names == [
+        CheckName.MIN_HOLDOUT_ROWS,
+        CheckName.SIGNIFICANCE,
+        CheckName.THRESHOLD,
+        *[CheckName.GUARD_RAIL] * 3,
+        CheckName.METRIC_FLOOR,
+        CheckName.AUTO_PROMOTION,
+        CheckName.SHADOW_DURATION,
+        CheckName.DIRECT_PROMOTION,
+    ]
+    assert gate_passed(rec.checks)
+    rails = {c.metric: c for c in rec.checks if c.name == CheckName.GUARD_RAIL}
+    assert set(rails) == {"accuracy", "precision", "recall"}
+    assert all(c.limit == 0.02 for c in rails.values())
+    thr = next(c for c in rec.checks if c.name == CheckName.THRESHOLD)
+    assert (
+        thr.passed
+        and thr.limit == 0.05
+        and thr.value == pytest.approx(improvement(rec, "f1_score"))
+    )
+    sig = next(c for c in rec.checks if c.name == CheckName.SIGNIFICANCE)
+    assert sig.value == rec.test.p_value and sig.limit == 0.05
+    margin = next(c for c in rec.checks if c.name == CheckName.DIRECT_PROMOTION)
+    assert not margin.passed and margin.limit == 0.5
+
+    rec = shadow(*pair(n=50, flips=10), extensions_so_far=1)
+    assert [c.name for c in rec.checks] == [
+        CheckName.ERROR_RATE,
+        CheckName.LATENCY,
+        CheckName.LABELLED_SAMPLES,
+        CheckName.SHADOW_EXTENSIONS,
+    ]
+    samples = rec.checks[2]
+    assert not samples.passed and (samples.value, samples.limit) == (50, 100)
+    assert rec.checks[3].passed and (rec.checks[3].value, rec.checks[3].limit) == (1, 2)
+
+    checks = probation_checks(0.80, 0.70, 500, 0.0, policy())
+    assert [c.name for c in checks] == [
+        CheckName.LIVE_ERROR_RATE,
+        CheckName.LABELLED_SAMPLES,
+        CheckName.ROLLBACK_THRESHOLD,
+    ]
+    assert probation_rollback(checks)
+    assert checks[2].value == pytest.approx(0.1) and checks[2].limit == 0.05
+
+
+def test_awaiting_manual_promotion_reads_checks_not_sentences() -> None:
+    rec = offline(*pair(flips=60), policy(auto_promotion=False, shadow_mode_duration="0s"))
+    assert awaiting_manual_promotion(rec)
+    # The sentences do not matter ...
+    assert awaiting_manual_promotion(rec.model_copy(update={"reasons": []}))
+    plain = offline(*pair(flips=60), policy(champion_threshold=0.5))
+    noted = plain.model_copy(update={"reasons": ["auto_promotion is off; promote by hand."]})
+    assert not awaiting_manual_promotion(noted)
+    # ... and a record stored before checks existed (no `checks` in its JSON) never awaits.
+    data = rec.model_dump(mode="json")
+    del data["checks"]
+    old = DecisionRecord.model_validate(data)
+    assert old.checks == [] and old.reasons == rec.reasons
+    assert not awaiting_manual_promotion(old)
+
+
+# --- policy keys that decide outcomes ----------------------------------------------------------
+
+
+def _policy_from_config(make_project: Any, **keys: Any) -> ChampionChallengerPolicy:
+    root = make_project(config={"champion_challenger": keys}, name=uuid.uuid4().hex)
+    return load_settings(root / "config" / "config.yaml").policy
+
+
+def test_outcome_constants_have_their_defaults_in_config(make_project: Any) -> None:
+    pol = _policy_from_config(make_project)
+    assert pol.error_rate_tolerance == 0.01
+    assert pol.max_latency_ratio is None
+    assert pol.max_error_rate == 0.05
+    assert (pol.error_rate_tolerance, pol.max_latency_ratio, pol.max_error_rate) == (
+        ChampionChallengerPolicy().error_rate_tolerance,
+        ChampionChallengerPolicy().max_latency_ratio,
+        ChampionChallengerPolicy().max_error_rate,
+    )
+
+
+def test_error_rate_tolerance_is_set_in_config(make_project: Any) -> None:
+    champion, candidate = pair(n=300, flips=50)
+    rates = {"champion_error_rate": 0.01, "shadow_error_rate": 0.05}
+    strict = _policy_from_config(make_project, bootstrap_resamples=300)
+    assert shadow(champion, candidate, strict, **rates).decision == Decision.REJECT
+    loose = _policy_from_config(make_project, bootstrap_resamples=300, error_rate_tolerance=0.1)
+    rec = shadow(champion, candidate, loose, **rates)
+    assert rec.decision == Decision.PROMOTE
+    assert any(r == "Error rate: shadow 5.00%, champion 1.00%." for r in rec.reasons)
+    # The keyword argument still overrides the policy.
+    overridden = shadow(champion, candidate, loose, error_rate_tolerance=0.01, **rates)
+    assert overridden.decision == Decision.REJECT
+
+
+def test_max_latency_ratio_is_set_in_config(make_project: Any) -> None:
+    champion, candidate = pair(n=300, flips=50)
+    slow = {"champion_p50_latency_ms": 10.0, "shadow_p50_latency_ms": 40.0}
+    off = _policy_from_config(make_project, bootstrap_resamples=300)
+    assert shadow(champion, candidate, off, **slow).decision == Decision.PROMOTE
+    on = _policy_from_config(make_project, bootstrap_resamples=300, max_latency_ratio=2)
+    rec = shadow(champion, candidate, on, **slow)
+    assert rec.decision == Decision.REJECT
+    assert any("more than 2 times the champion's" in r for r in rec.reasons)
+    assert shadow(champion, candidate, on, max_latency_ratio=5.0, **slow).decision == (
+        Decision.PROMOTE
+    )
+
+
+def test_probation_max_error_rate_is_set_in_config(make_project: Any) -> None:
+    default = _policy_from_config(make_project)
+    assert check_probation(0.80, 0.80, 20, 0.08, default)[0]
+    lenient = _policy_from_config(make_project, max_error_rate=0.1)
+    back, reasons = check_probation(0.80, 0.80, 20, 0.08, lenient)
+    assert not back and "Live error rate 8.00% is within 10.00%." in reasons
+    # The keyword argument still overrides the policy.
+    assert check_probation(0.80, 0.80, 20, 0.08, lenient, max_error_rate=0.05)[0]
