@@ -1,0 +1,115 @@
+"""The records the store takes and returns (pydantic models)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, computed_field, field_validator
+
+from mlops_assets.lifecycle.records import utcnow
+
+Role = Literal["champion", "shadow"]
+
+
+class AliasMove(BaseModel):
+    """One move of an MLflow alias; `to_version=None` means the alias was removed."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model_name: str
+    alias: str
+    from_version: str | None
+    to_version: str | None
+    actor: str
+    decision_id: str | None = None
+    time: datetime
+
+
+class PredictionRow(BaseModel):
+    """One logged prediction of one model (the champion's or a shadow's) for one request."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    request_id: str = Field(min_length=1)
+    time: datetime = Field(default_factory=utcnow)
+    role: Role
+    model_name: str
+    model_version: str
+    inputs: dict[str, Any] = Field(default_factory=dict)
+    prediction: str | None = None
+    probabilities: dict[str, float] | list[float] | None = None
+    latency_ms: float | None = None
+    error: str | None = None
+
+    @field_validator("request_id", "model_version", "prediction", mode="before")
+    @classmethod
+    def _as_text(cls, value: Any) -> Any:
+        # Labels and versions may come as bool, int or numpy scalars; the log stores text.
+        return value if value is None or isinstance(value, str) else str(value)
+
+
+class LabelResult(BaseModel):
+    """Outcome of `add_labels`: how many were stored, and which ids have no logged prediction."""
+
+    accepted: int
+    unknown_ids: list[str] = Field(default_factory=list)
+
+
+class ShadowTest(BaseModel):
+    """A shadow test of one version: when it started, when it expires, how it ended."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model_name: str
+    version: str
+    started_at: datetime
+    expires_at: datetime
+    extensions: int = 0
+    status: Literal["open", "closed"] = "open"
+    decision_id: str | None = None  # the decision that closed it
+    opened_by: str | None = None  # the decision that opened it
+    closed_at: datetime | None = None
+
+
+class LockInfo(BaseModel):
+    """Who holds a transition lock, and until when."""
+
+    name: str
+    owner: str
+    token: str
+    acquired_at: datetime
+    expires_at: datetime
+
+
+class DriftRow(BaseModel):
+    """One stored drift check: one feature, one method, on one data file against a reference."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    id: int
+    model_name: str
+    computed_at: datetime
+    data_sha256: str  # the current data
+    reference_version: str | None  # the champion whose training data was the reference
+    feature: str
+    method: str  # "psi", "ks" or "chi_square"
+    statistic: float  # NaN when it could not be computed (too few values)
+    p_value: float | None
+    threshold: float
+    drifted: bool
+    dagster_run_id: str | None = None
+
+
+class RoleStats(BaseModel):
+    """Requests, errors and p50 latency of one model in one role over a time window."""
+
+    requests: int = 0
+    errors: int = 0
+    p50_latency_ms: float | None = None
+
+    @computed_field
+    @property
+    def error_rate(self) -> float:
+        """errors / requests (0.0 with no requests)."""
+        return self.errors / self.requests if self.requests else 0.0
