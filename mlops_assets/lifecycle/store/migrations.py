@@ -4,6 +4,12 @@
 missing migrations in one transaction (a SQLite file is first copied to `<file>.v<N>.bak`;
 on PostgreSQL an advisory lock serialises concurrent upgrades). A store newer than the code is
 refused.
+
+Not Alembic's runner: the history is linear integers, and the backup, the lock, the refusal
+and the `schema_version` rows (which `LifecycleStore(schema_version=N)` and the tests use)
+would all stay ours around it. Alembic checks the result instead: tests/unit/test_store_schema.py
+compares every upgrade path with `tables.py`. A future column change on SQLite can use
+`alembic.operations.Operations(...).batch_alter_table` inside a migration here.
 """
 
 from __future__ import annotations
