@@ -15,13 +15,16 @@ import time
 import warnings
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from mlops_assets.datagen import DRIFT_HELP
 from mlops_assets.pipeline import run_cycle_for_file
 from mlops_assets.settings import ConfigError, Settings, load_settings
+
+if TYPE_CHECKING:
+    from mlops_assets.lifecycle.context import Lifecycle
 
 log = logging.getLogger("mlops")
 
@@ -55,7 +58,7 @@ def _setup_logging(verbose: bool) -> None:
 
 
 class Ctx:
-    """Lazily loaded settings shared by the commands."""
+    """Lazily loaded settings and lifecycle context shared by the commands."""
 
     def __init__(self, config: str | None) -> None:
         self.config = config
@@ -72,6 +75,13 @@ class Ctx:
                 sys.exit(EXIT_CONFIG)
             self._settings.ensure_dirs()
         return self._settings
+
+    @property
+    def lifecycle(self) -> Lifecycle:
+        """The command's lifecycle context (opened once); applied moves reload a running server."""
+        from mlops_assets.lifecycle.context import server_reloader, shared_lifecycle
+
+        return shared_lifecycle(self.settings, on_applied=server_reloader(self.settings))
 
 
 pass_ctx = click.make_pass_decorator(Ctx)
@@ -266,15 +276,13 @@ def cycle(ctx: Ctx, data_path: str | None, dry_run: bool) -> None:
     from mlops_assets.pipeline import materialize
     from mlops_assets.validation import file_sha256, list_raw_files
 
-    settings = ctx.settings
+    settings, lc = ctx.settings, ctx.lifecycle
     files = [Path(data_path)] if data_path else list_raw_files(settings.raw_dir)
-    store = manager.open_store(settings)
-    pending = store.pending_decisions(settings.model_name)
-    client = manager.mlflow_client(settings)
+    pending = lc.store.pending_decisions(settings.model_name)
     todo = []
     for path in files:
         done = find_existing_version(
-            client,
+            lc.client,
             settings.model_name,
             file_sha256(path),
             settings.ludwig_config_hash(),
@@ -282,7 +290,7 @@ def cycle(ctx: Ctx, data_path: str | None, dry_run: bool) -> None:
         )
         if done is None or data_path:
             todo.append(path)
-    expired = expired_shadows(settings)
+    expired = expired_shadows(lc)
     labels = [p for p in sorted(settings.labels_dir.glob("*.csv")) if not p.name.startswith(".")]
     if dry_run:
         click.echo(f"would reconcile {len(pending)} pending decision(s)")
@@ -295,7 +303,7 @@ def cycle(ctx: Ctx, data_path: str | None, dry_run: bool) -> None:
             click.echo("no new data: nothing to train")
         for path in todo:
             click.echo(f"would train and judge a challenger on {path}")
-        probation = check_probation_now(settings)
+        probation = check_probation_now(lc)
         click.echo(
             "would roll back: " + "; ".join(probation.reasons)
             if probation.rollback
@@ -303,7 +311,7 @@ def cycle(ctx: Ctx, data_path: str | None, dry_run: bool) -> None:
         )
         click.echo("(dry run: nothing was changed)")
         return
-    repaired = _guard(lambda: manager.reconcile(settings))
+    repaired = _guard(lambda: manager.reconcile(lc))
     click.echo(f"reconciled {len(repaired)} pending decision(s)")
     failed = False
     if expired or labels:
@@ -318,7 +326,7 @@ def cycle(ctx: Ctx, data_path: str | None, dry_run: bool) -> None:
         report = _guard(lambda p=path: run_cycle_for_file(settings, p, evaluate=True))
         _print_cycle_report(report)
         failed |= not report["success"]
-    rollback_record = _guard(lambda: run_probation(settings, actor=Actor.CLI))
+    rollback_record = _guard(lambda: run_probation(lc, actor=Actor.CLI))
     if rollback_record is not None:
         click.echo("ROLLBACK: " + " ".join(rollback_record.reasons))
     sys.exit(EXIT_FAILED if failed else 0)
@@ -395,7 +403,7 @@ def status_cmd(ctx: Ctx, as_json: bool, decisions: int) -> None:
     """Champion, shadows, open shadow tests, the last decisions with their reasons, and drift."""
     from mlops_assets.lifecycle import manager
 
-    status = _guard(lambda: manager.status(ctx.settings, decisions=decisions))
+    status = _guard(lambda: manager.status(ctx.lifecycle, decisions=decisions))
     if as_json:
         click.echo(json.dumps(status, indent=2, default=str))
     else:
@@ -413,7 +421,7 @@ def lineage_cmd(ctx: Ctx, version: str | None, as_json: bool) -> None:
     """
     from mlops_assets.lifecycle import manager
 
-    info = _guard(lambda: manager.lineage(ctx.settings, version))
+    info = _guard(lambda: manager.lineage(ctx.lifecycle, version))
     if as_json:
         click.echo(json.dumps(info, indent=2, default=str))
         return
@@ -439,7 +447,7 @@ def _manual(ctx: Ctx, decision_name: str, version: str | None, reason: str | Non
 
     record = _guard(
         lambda: manager.manual_decision(
-            ctx.settings, Decision(decision_name), version, reason=reason
+            ctx.lifecycle, Decision(decision_name), version, reason=reason
         )
     )
     click.echo(f"{record.decision} {record.status}; decision {record.id}")
@@ -519,7 +527,7 @@ def check(ctx: Ctx, repair: bool) -> None:
     from mlops_assets import doctor
 
     settings = ctx.settings
-    results = doctor.run_checks(settings)
+    results = doctor.run_checks(settings, lambda: ctx.lifecycle)
     bad = 0
     for item in results:
         mark = "ok  " if item.ok else ("warn" if item.warning else "FAIL")
@@ -530,7 +538,7 @@ def check(ctx: Ctx, repair: bool) -> None:
     if repair:
         from mlops_assets.lifecycle import manager
 
-        repaired = _guard(lambda: manager.reconcile(settings))
+        repaired = _guard(lambda: manager.reconcile(ctx.lifecycle))
         click.echo(f"repaired {len(repaired)} pending decision(s)")
     sys.exit(EXIT_FAILED if bad else 0)
 
@@ -597,12 +605,12 @@ def demo(
         raise click.BadParameter(str(err), param_hint="--shadow-duration") from None
     # Through the environment, so the Dagster runs and the server see the same policy.
     os.environ["MLOPS__CHAMPION_CHALLENGER__SHADOW_MODE_DURATION"] = shadow_duration
-    settings = ctx.settings
-    _guard(lambda: _run_demo(settings, samples, seed, n_requests, no_serve, keep_serving))
+    lc = ctx.lifecycle
+    _guard(lambda: _run_demo(lc, samples, seed, n_requests, no_serve, keep_serving))
 
 
 def _run_demo(
-    settings: Settings,
+    lc: Lifecycle,
     samples: int,
     seed: int,
     n_requests: int,
@@ -610,10 +618,10 @@ def _run_demo(
     keep_serving: bool,
 ) -> None:
     from mlops_assets.datagen import generate_frame, write_dataset
-    from mlops_assets.lifecycle import manager
     from mlops_assets.lifecycle.records import utcnow
     from mlops_assets.pipeline import materialize
 
+    settings = lc.settings
     steps = 4 if no_serve else 7
     click.echo(f"[1/{steps}] generating sample data ({samples} rows each) in {settings.raw_dir}")
     baseline = write_dataset(settings.raw_dir, samples, seed=seed, drift=False)
@@ -628,12 +636,11 @@ def _run_demo(
     _print_cycle_report(report)
     if not report["success"]:
         sys.exit(EXIT_FAILED)
-    store = manager.open_store(settings)
-    tests = store.open_shadow_tests(settings.model_name)
+    tests = lc.store.open_shadow_tests(settings.model_name)
     if no_serve or not tests:
         if not no_serve:
             click.echo("\nno shadow test was started (see the decision above): skipping serving")
-        _demo_end(settings, steps)
+        _demo_end(lc, steps)
         return
 
     from mlops_assets import traffic
@@ -680,7 +687,7 @@ def _run_demo(
         if not keep_serving:
             runner.stop(settings)
             click.echo("  server stopped (`mlops serve` starts it again)")
-    _demo_end(settings, steps)
+    _demo_end(lc, steps)
 
 
 def _served_versions(url: str) -> str:
@@ -695,11 +702,12 @@ def _served_versions(url: str) -> str:
     return f"champion v{champion}, shadows {shadows or 'none'}"
 
 
-def _demo_end(settings: Settings, steps: int) -> None:
+def _demo_end(lc: Lifecycle, steps: int) -> None:
     from mlops_assets.lifecycle import manager
 
+    settings = lc.settings
     click.echo(f"\n[{steps}/{steps}] status\n")
-    click.echo(_status_table(manager.status(settings)))
+    click.echo(_status_table(manager.status(lc)))
     click.echo(
         "\nNext:\n"
         f"  MLflow UI:   .venv/bin/mlflow ui --backend-store-uri {settings.tracking_uri} "

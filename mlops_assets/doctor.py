@@ -4,9 +4,14 @@ from __future__ import annotations
 
 import importlib.metadata as md
 import socket
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from mlops_assets.settings import Settings
+
+if TYPE_CHECKING:
+    from mlops_assets.lifecycle.context import Lifecycle
 
 # The measured stack (shared STACK.md); a different version is a warning, not a failure.
 EXPECTED = {
@@ -36,8 +41,24 @@ def _port_in_use(host: str, port: int) -> bool:
         return sock.connect_ex((host, port)) == 0
 
 
-def run_checks(settings: Settings) -> list[CheckItem]:
-    """Run every check; never raises."""
+def _open(
+    settings: Settings, open_lifecycle: Callable[[], Lifecycle] | None
+) -> tuple[Lifecycle | None, Exception | None]:
+    """The caller's lifecycle context (or a new one), or the error that stopped it opening."""
+    try:
+        if open_lifecycle is not None:
+            return open_lifecycle(), None
+        from mlops_assets.lifecycle.context import Lifecycle
+
+        return Lifecycle.open(settings), None
+    except Exception as err:  # reported as a failed check, not raised
+        return None, err
+
+
+def run_checks(
+    settings: Settings, open_lifecycle: Callable[[], Lifecycle] | None = None
+) -> list[CheckItem]:
+    """Run every check; never raises (without the caller's context one is opened and closed)."""
     items: list[CheckItem] = []
     for package, want in EXPECTED.items():
         try:
@@ -70,10 +91,15 @@ def run_checks(settings: Settings) -> list[CheckItem]:
         items.append(
             CheckItem("MLOPS_HOME", False, str(err), "set MLOPS_HOME to a writable folder")
         )
+    lc, store_error = _open(settings, open_lifecycle)
     try:
-        from mlflow import MlflowClient
+        if lc is not None:
+            client = lc.client
+        else:
+            from mlflow import MlflowClient
 
-        MlflowClient(settings.tracking_uri).search_experiments(max_results=1)
+            client = MlflowClient(settings.tracking_uri)
+        client.search_experiments(max_results=1)
         items.append(CheckItem("MLflow", True, f"{settings.tracking_uri} answers"))
     except Exception as err:  # any failure here is reported, not raised
         items.append(
@@ -86,10 +112,9 @@ def run_checks(settings: Settings) -> list[CheckItem]:
             )
         )
     try:
-        from mlops_assets.lifecycle.manager import open_store
-
-        store = open_store(settings)
-        pending = store.pending_decisions(settings.model_name)
+        if lc is None:
+            raise store_error or RuntimeError("the lifecycle store was not opened")
+        pending = lc.store.pending_decisions(settings.model_name)
         items.append(
             CheckItem("lifecycle store", True, f"opens; {len(pending)} pending decision(s)")
         )
@@ -112,6 +137,9 @@ def run_checks(settings: Settings) -> list[CheckItem]:
                 "check lifecycle_store.url / MLOPS_LIFECYCLE_DB",
             )
         )
+    finally:
+        if lc is not None and open_lifecycle is None:
+            lc.close()
     serving = settings.config.serving
     for name, port in (
         ("Ray Serve", serving.port),

@@ -2,7 +2,7 @@
 
 import dagster as dg
 
-from mlops_assets.lifecycle.states import Actor
+from mlops_assets.actors import actor_from_run
 from mlops_assets.partitions import raw_files
 from resources import LifecycleResource
 
@@ -32,20 +32,12 @@ shadow_cycle_job = dg.define_asset_job(
 )
 
 
-def _actor(context: dg.OpExecutionContext) -> Actor:
-    if context.run.tags.get("dagster/schedule_name"):
-        return Actor.SCHEDULE
-    if context.run.tags.get("dagster/sensor_name"):
-        return Actor.SENSOR
-    return Actor.CLI
-
-
 @dg.op(description="Finish or repair any half-done registry move (crash recovery).")
 def reconcile_registry(context: dg.OpExecutionContext, lifecycle: LifecycleResource) -> int:
     """Run the decision engine's reconcile step."""
     from mlops_assets.lifecycle import manager
 
-    repaired = manager.reconcile(lifecycle.settings())
+    repaired = manager.reconcile(lifecycle.context())
     context.log.info(f"reconciled {len(repaired)} pending decision(s)")
     return len(repaired)
 
@@ -55,7 +47,7 @@ def ingest_labels(context: dg.OpExecutionContext, lifecycle: LifecycleResource, 
     """Ingest label files (processed files move to data/labels/processed/)."""
     from mlops_assets.lifecycle import labels
 
-    result = labels.ingest_label_files(lifecycle.settings())
+    result = labels.ingest_label_files(lifecycle.context())
     context.log.info(
         f"labels: {len(result.files)} file(s), {result.accepted} accepted, "
         f"{len(result.quarantined)} quarantined"
@@ -71,7 +63,7 @@ def probation_check(
     from mlops_assets.lifecycle import probation
 
     record = probation.run_probation(
-        lifecycle.settings(), actor=_actor(context), dagster_run_id=context.run_id
+        lifecycle.context(), actor=actor_from_run(context.run.tags), dagster_run_id=context.run_id
     )
     if record is not None:
         context.log.warning(f"ROLLBACK: {' '.join(record.reasons)}")
@@ -83,7 +75,7 @@ def retention(context: dg.OpExecutionContext, lifecycle: LifecycleResource, afte
     """Apply `automation.retention` (never to champions or archived champions)."""
     from mlops_assets.lifecycle.retention import run_retention
 
-    report = run_retention(lifecycle.settings())
+    report = run_retention(lifecycle.context())
     context.log.info(f"retention: {report}")
 
 

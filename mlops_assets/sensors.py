@@ -91,7 +91,7 @@ def build_sensors(interval: int) -> list[dg.SensorDefinition]:
         """One run per (version, expiry): an extension makes a new expiry and so a new run."""
         from mlops_assets.lifecycle.shadow import expired_shadows
 
-        expired = expired_shadows(lifecycle.settings())
+        expired = expired_shadows(lifecycle.context())
         if not expired:
             return dg.SkipReason("no expired shadow test")
         key = ",".join(f"{t.version}@{t.expires_at.isoformat()}" for t in expired)
@@ -112,7 +112,7 @@ def build_sensors(interval: int) -> list[dg.SensorDefinition]:
         """Start a probation run only when the check says roll back."""
         from mlops_assets.lifecycle.probation import check_probation_now
 
-        result = check_probation_now(lifecycle.settings())
+        result = check_probation_now(lifecycle.context())
         if not result.rollback:
             return dg.SkipReason("; ".join(result.reasons) or "no champion on probation")
         return dg.SensorResult(

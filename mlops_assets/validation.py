@@ -24,6 +24,7 @@ import pandas as pd
 import pandera.pandas as pa
 from pydantic import BaseModel, ConfigDict, Field
 
+from mlops_assets.lifecycle.classes import FALSE_TOKENS, TRUE_TOKENS, canonical_label
 from mlops_assets.lifecycle.schema import InputSchema
 from mlops_assets.settings import DataConfig, FeatureRule
 
@@ -31,9 +32,7 @@ logger = logging.getLogger(__name__)
 
 MAX_EXAMPLES = 5
 _ALL_COLUMNS = ".*"  # regex column key: checks that apply to every column
-_TRUE_TOKENS = {"true", "t", "yes", "y", "1", "1.0"}
-_FALSE_TOKENS = {"false", "f", "no", "n", "0", "0.0"}
-_BINARY_TOKENS = _TRUE_TOKENS | _FALSE_TOKENS
+_BINARY_TOKENS = TRUE_TOKENS | FALSE_TOKENS
 
 
 class Problem(BaseModel):
@@ -156,16 +155,6 @@ def _binary_checks() -> list[pa.Check]:
     ]
 
 
-def _canonical_label(value: Any) -> str:
-    """A label as text; binary spellings (True, 1, 1.0, yes) collapse to `true`/`false`."""
-    text = str(value).strip().lower()
-    if text in _TRUE_TOKENS:
-        return "true"
-    if text in _FALSE_TOKENS:
-        return "false"
-    return str(value).strip()
-
-
 def _feature_checks(ftype: str, rule: FeatureRule | None) -> list[pa.Check]:
     checks: list[pa.Check] = []
     if ftype == "number":
@@ -192,10 +181,10 @@ def build_schema(data: DataConfig, reference: InputSchema | None = None) -> pa.D
         )
     ]
     if reference is not None and reference.classes and reference.target == target:
-        known = {_canonical_label(c) for c in reference.classes}
+        known = {canonical_label(c) for c in reference.classes}
         target_checks.append(
             pa.Check(
-                lambda s: s.map(_canonical_label).isin(known),
+                lambda s: s.map(canonical_label).isin(known),
                 name="target_known_classes",
                 description=f"must be one of the champion's classes {reference.classes}",
             )

@@ -1,4 +1,4 @@
-"""The Dagster resource that hands the plain lifecycle modules their settings, MLflow and store.
+"""The Dagster resource that hands the plain lifecycle modules their lifecycle context.
 
 We wrap `MlflowClient` ourselves rather than use `dagster_mlflow.mlflow_tracking`: that
 resource opens one MLflow run per Dagster run and its end-of-run hook can close the run early
@@ -17,19 +17,13 @@ from mlops_assets.settings import Settings, load_settings
 if TYPE_CHECKING:
     from mlflow import MlflowClient
 
+    from mlops_assets.lifecycle.context import Lifecycle
     from mlops_assets.lifecycle.store import LifecycleStore
 
 
 @cache
 def _settings(path: str, tracking_uri: str | None, store_url: str | None) -> Settings:
     return load_settings(path).with_overrides(tracking_uri=tracking_uri, lifecycle_db_url=store_url)
-
-
-@cache
-def _store(url: str) -> LifecycleStore:
-    from mlops_assets.lifecycle.store import LifecycleStore
-
-    return LifecycleStore(url)
 
 
 class LifecycleResource(dg.ConfigurableResource):
@@ -43,12 +37,17 @@ class LifecycleResource(dg.ConfigurableResource):
         """The validated settings with this resource's URIs applied (loaded once per process)."""
         return _settings(self.config_path, self.tracking_uri or None, self.store_url or None)
 
-    def mlflow(self) -> MlflowClient:
-        """An MLflow client bound to the resolved tracking URI."""
-        from mlflow import MlflowClient
+    def context(self) -> Lifecycle:
+        """The process's lifecycle context; an applied decision asks a running server to reload."""
+        from mlops_assets.lifecycle.context import server_reloader, shared_lifecycle
 
-        return MlflowClient(self.settings().tracking_uri)
+        settings = self.settings()
+        return shared_lifecycle(settings, on_applied=server_reloader(settings))
+
+    def mlflow(self) -> MlflowClient:
+        """The context's MLflow client, bound to the resolved tracking URI."""
+        return self.context().client
 
     def store(self) -> LifecycleStore:
         """The lifecycle store (opened and migrated once per process)."""
-        return _store(self.settings().lifecycle_db_url)
+        return self.context().store

@@ -34,6 +34,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
+from mlops_assets.lifecycle.classes import normalise_label
 from mlops_assets.settings import ServingSection
 from serving.metrics import CONTENT_TYPE, ServingMetrics
 from serving.mirror import MirrorCopy, MirrorOutcome, ShadowMirror
@@ -441,24 +442,6 @@ def new_request_ids(n: int) -> list[str]:
     """n random 128-bit ids as 32 hex characters (one urandom call for the whole batch)."""
     raw = os.urandom(16 * n).hex()
     return [raw[i : i + 32] for i in range(0, 32 * n, 32)]
-
-
-_TRUTHY = {"1", "1.0", "true", "yes", "y", "t"}
-_FALSY = {"0", "0.0", "false", "no", "n", "f"}
-
-
-def normalise_label(value: Any, classes: list[str] | None) -> str:
-    """A feedback label as one of the model's classes when it obviously is one (0/1, yes/no)."""
-    text = str(value).strip()
-    if not classes or text in classes:
-        return text
-    if set(classes) == {"False", "True"}:
-        lowered = text.lower()
-        if lowered in _TRUTHY:
-            return "True"
-        if lowered in _FALSY:
-            return "False"
-    return text
 
 
 api = FastAPI(title="mlops model server", version="1")

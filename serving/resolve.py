@@ -8,6 +8,7 @@ source of truth for what is served (DESIGN.md).
 from __future__ import annotations
 
 import logging
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -47,7 +48,9 @@ def slot_alias(slot: str) -> str:
     return Alias.CHALLENGER.value if index == 1 else f"{Alias.CHALLENGER.value}-{index}"
 
 
+@cache
 def _client(tracking_uri: str) -> Any:
+    """One MLflow client per tracking URI for the replica's lifetime."""
     from mlflow import MlflowClient
 
     return MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)

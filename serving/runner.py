@@ -360,12 +360,9 @@ def reload(settings: Any, *, timeout_s: float = 300.0) -> dict[str, str | None]:
         return {s: (r.version if r else None) for s, r in slots.items()}
     import httpx
 
-    serving = settings.config.serving
-    headers = {}
-    token = os.environ.get(serving.admin_token_env)
-    if token:
-        headers["Authorization"] = f"Bearer {token}"
-    url = f"http://{serving.host}:{serving.port}/admin/reload"
+    from mlops_assets.lifecycle.context import reload_endpoint
+
+    url, headers = reload_endpoint(settings)
     try:
         resp = httpx.post(url, headers=headers, timeout=timeout_s)
     except httpx.HTTPError as exc:

@@ -21,8 +21,6 @@ os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 TEST_OVERRIDES: dict[str, Any] = {
     "data": {"min_rows": 50},
     "champion_challenger": {"min_holdout_rows": 30},
-    # A port nobody listens on: apply_decision's reload call must not reach a real server.
-    "serving": {"port": 1},
 }
 TEST_TRAINER = {"epochs": 2, "batch_size": 64, "eval_batch_size": 512, "learning_rate": 0.005}
 

@@ -121,3 +121,16 @@ def project_env(root, **extra: str) -> dict[str, str]:
     )
     env.update(extra)
     return env
+
+
+_LIFECYCLES: dict[tuple[str, str, str], object] = {}
+
+
+def lifecycle_of(settings):
+    """The lifecycle context of a test project (one per store and registry; reloads no server)."""
+    from mlops_assets.lifecycle.context import Lifecycle
+
+    key = (settings.tracking_uri, settings.lifecycle_db_url, settings.model_name)
+    if key not in _LIFECYCLES:
+        _LIFECYCLES[key] = Lifecycle.open(settings)
+    return _LIFECYCLES[key]

@@ -64,8 +64,7 @@ def validated_features(
     context: dg.AssetExecutionContext, lifecycle: LifecycleResource, raw_data: RawFile
 ) -> dg.MaterializeResult:
     """Validate the file; quarantine it when it fails (the blocking check then stops the run)."""
-    settings = lifecycle.settings()
-    result, moved = manager.validate_file(settings, Path(raw_data.path), lifecycle.mlflow())
+    result, moved = manager.validate_file(lifecycle.context(), Path(raw_data.path))
     metadata: dict = {"sha256": result.sha256, "rows": result.rows, "passed": result.ok}
     if result.ok and result.frame is not None:
         metadata["columns"] = len(result.frame.columns)

@@ -23,9 +23,9 @@ def champion_deployment(
     evaluation_report: EvaluationResult,
 ) -> dg.MaterializeResult[DecisionRecord]:
     """Apply the proposed decision under the transition lock."""
-    settings = lifecycle.settings()
-    applied = manager.apply_decision(settings, evaluation_report.record)
-    champion = manager.alias_version(lifecycle.mlflow(), settings.model_name, Alias.CHAMPION)
+    lc = lifecycle.context()
+    applied = manager.apply_decision(lc, evaluation_report.record)
+    champion = lc.alias_version(Alias.CHAMPION)
     if evaluation_report.already_decided:
         context.log.info(
             f"{applied.decision} was applied earlier (decision {applied.id}); nothing to do. "

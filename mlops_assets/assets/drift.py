@@ -30,12 +30,8 @@ def feature_drift(
 
     if validated_features.frame is None:
         raise dg.Failure(description=f"{validated_features.path} has no validated data")
-    settings = lifecycle.settings()
     report = drift_against_champion(
-        settings,
-        validated_features.frame,
-        validated_features.sha256,
-        client=lifecycle.mlflow(),
+        lifecycle.context(), validated_features.frame, validated_features.sha256
     )
     stored = 0
     if report.computed:

@@ -3,9 +3,9 @@
 import dagster as dg
 
 from mlops_assets import checks
+from mlops_assets.actors import actor_from_run
 from mlops_assets.lifecycle import manager
 from mlops_assets.lifecycle.evaluation import EvaluationResult
-from mlops_assets.lifecycle.states import Actor
 from mlops_assets.lifecycle.training import TrainingOutcome
 from mlops_assets.partitions import raw_files
 from resources import LifecycleResource
@@ -43,13 +43,13 @@ def evaluation_report(
     challenger_model: TrainingOutcome,
 ) -> dg.MaterializeResult:
     """Score both models on the same rows and propose a decision (applied downstream)."""
-    settings = lifecycle.settings()
-    manager.reconcile(settings)
-    actor = Actor.SENSOR if context.run.tags.get("dagster/sensor_name") else Actor.CLI
-    if context.run.tags.get("dagster/schedule_name"):
-        actor = Actor.SCHEDULE
+    lc = lifecycle.context()
+    manager.reconcile(lc)
     result = manager.evaluate(
-        settings, challenger_model.version, actor=actor, dagster_run_id=context.run_id
+        lc,
+        challenger_model.version,
+        actor=actor_from_run(context.run.tags),
+        dagster_run_id=context.run_id,
     )
     record = result.record
     if result.already_decided:

@@ -2,17 +2,8 @@
 
 import dagster as dg
 
-from mlops_assets.lifecycle.states import Actor
+from mlops_assets.actors import actor_from_run
 from resources import LifecycleResource
-
-
-def _actor(context: dg.AssetExecutionContext) -> Actor:
-    tags = context.run.tags
-    if tags.get("dagster/schedule_name"):
-        return Actor.SCHEDULE
-    if tags.get("dagster/sensor_name"):
-        return Actor.SENSOR
-    return Actor(tags.get("mlops/actor", Actor.CLI.value))
 
 
 @dg.asset(
@@ -30,9 +21,11 @@ def shadow_evaluation(
     from mlops_assets.lifecycle.labels import ingest_label_files
     from mlops_assets.lifecycle.shadow import run_shadow_expiry
 
-    settings = lifecycle.settings()
-    ingest = ingest_label_files(settings)
-    records = run_shadow_expiry(settings, actor=_actor(context), dagster_run_id=context.run_id)
+    lc = lifecycle.context()
+    ingest = ingest_label_files(lc)
+    records = run_shadow_expiry(
+        lc, actor=actor_from_run(context.run.tags), dagster_run_id=context.run_id
+    )
     lines = ["| version | decision | status | reasons |", "|---|---|---|---|"]
     for rec in records:
         lines.append(

@@ -26,11 +26,9 @@ def challenger_model(
     validated_features: ValidationResult,
 ) -> dg.MaterializeResult:
     """Train (or reuse the identical earlier training) and register the challenger."""
-    settings = lifecycle.settings()
-    outcome: TrainingOutcome = manager.train(
-        settings, validated_features, dagster_run_id=context.run_id
-    )
-    champion = manager.champion_schema(settings, lifecycle.mlflow())
+    lc = lifecycle.context()
+    outcome: TrainingOutcome = manager.train(lc, validated_features, dagster_run_id=context.run_id)
+    champion = manager.champion_schema(lc)
     metadata = {
         "model_name": outcome.model_name,
         "model_version": outcome.version,
@@ -45,6 +43,6 @@ def challenger_model(
     return dg.MaterializeResult(
         value=outcome,
         metadata=metadata,
-        check_results=checks.challenger_results(settings, outcome, champion),
+        check_results=checks.challenger_results(lc.settings, outcome, champion),
         data_version=dg.DataVersion(f"v{outcome.version}"),
     )

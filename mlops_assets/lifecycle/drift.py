@@ -35,10 +35,12 @@ from pydantic import BaseModel, ConfigDict, Field, computed_field
 from scipy import stats
 
 from mlops_assets.lifecycle.schema import InputSchema
+from mlops_assets.lifecycle.states import Alias, Tag
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
 
+    from mlops_assets.lifecycle.context import Lifecycle
     from mlops_assets.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -255,7 +257,7 @@ def champion_reference(
     mv = client.get_model_version(settings.model_name, version)
     tags = mv.tags or {}
     names = [n for n in (tags.get("data.files") or "").split(",") if n]
-    shas = [s for s in (tags.get("data.sha256") or "").split(",") if s]
+    shas = [s for s in (tags.get(Tag.DATA_SHA256) or "").split(",") if s]
     paths = [_find_file(settings, n, s) for n, s in zip(names, shas, strict=False)]
     if names and len(names) == len(shas) and all(p is not None for p in paths):
         frames = [_read_training_file(settings, p, schema) for p in paths if p is not None]
@@ -282,20 +284,11 @@ def champion_reference(
     return None, "", names
 
 
-def drift_against_champion(
-    settings: Settings,
-    current: pd.DataFrame,
-    data_sha256: str,
-    *,
-    client: MlflowClient | None = None,
-) -> DriftReport:
+def drift_against_champion(lc: Lifecycle, current: pd.DataFrame, data_sha256: str) -> DriftReport:
     """Drift of `current` (one validated file) against the current champion's training data."""
     from mlops_assets.lifecycle.training import read_run_text
 
-    if client is None:
-        from mlflow import MlflowClient
-
-        client = MlflowClient(settings.tracking_uri)
+    settings, client = lc.settings, lc.client
     name = settings.model_name
     base: dict[str, Any] = {
         "model_name": name,
@@ -303,7 +296,7 @@ def drift_against_champion(
         "n_current": len(current),
     }
     try:
-        mv = client.get_model_version_by_alias(name, "champion")
+        mv = client.get_model_version_by_alias(name, Alias.CHAMPION.value)
     except Exception:  # MLflow raises when the model or the alias does not exist
         mv = None
     if mv is None:
@@ -317,7 +310,7 @@ def drift_against_champion(
     tags = mv.tags or {}
     ref_info: dict[str, Any] = {
         "reference_version": version,
-        "reference_sha256": tags.get("data.sha256") or None,
+        "reference_sha256": tags.get(Tag.DATA_SHA256) or None,
     }
     try:
         schema = InputSchema.model_validate_json(read_run_text(client, mv.run_id, "schema.json"))

@@ -18,16 +18,15 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict
 
+from mlops_assets.lifecycle.classes import normalise_labels
 from mlops_assets.lifecycle.records import DecisionRecord
 from mlops_assets.lifecycle.schema import InputSchema
 from mlops_assets.lifecycle.states import Actor, Alias
-from mlops_assets.lifecycle.training import BUNDLE_ARTIFACT, HOLDOUT_ARTIFACT, normalise_labels
-from mlops_assets.settings import Settings
+from mlops_assets.lifecycle.training import BUNDLE_ARTIFACT, HOLDOUT_ARTIFACT
 
 if TYPE_CHECKING:
-    from mlflow import MlflowClient
-
     from mlops_assets.lifecycle.bundle import Predictor
+    from mlops_assets.lifecycle.context import Lifecycle
 
 log = logging.getLogger(__name__)
 
@@ -70,8 +69,9 @@ class EvaluationResult(BaseModel):
         return "\n\n".join(parts)
 
 
-def bundle_dir(settings: Settings, client: MlflowClient, version: str) -> Path:
+def bundle_dir(lc: Lifecycle, version: str) -> Path:
     """Download (once) and return the serving bundle of a registered version."""
+    settings, client = lc.settings, lc.client
     mv = client.get_model_version(settings.model_name, version)
     dest = settings.home / "cache" / "bundles" / f"{settings.model_name}-v{version}-{mv.run_id[:8]}"
     if (dest / BUNDLE_ARTIFACT / "bundle.json").exists():
@@ -85,17 +85,18 @@ def bundle_dir(settings: Settings, client: MlflowClient, version: str) -> Path:
     return dest / BUNDLE_ARTIFACT
 
 
-def load_predictor(settings: Settings, client: MlflowClient, version: str) -> Predictor:
+def load_predictor(lc: Lifecycle, version: str) -> Predictor:
     """Load the serving bundle (TorchScript fast path when available) of a version."""
     from mlops_assets.lifecycle.bundle import load_bundle
 
-    return load_bundle(bundle_dir(settings, client, version))
+    return load_bundle(bundle_dir(lc, version))
 
 
-def load_holdout(settings: Settings, client: MlflowClient, version: str) -> pd.DataFrame:
+def load_holdout(lc: Lifecycle, version: str) -> pd.DataFrame:
     """The holdout rows stored with a challenger's run."""
-    mv = client.get_model_version(settings.model_name, version)
-    dest = settings.home / "cache" / "holdouts" / mv.run_id
+    client = lc.client
+    mv = client.get_model_version(lc.model_name, version)
+    dest = lc.settings.home / "cache" / "holdouts" / mv.run_id
     path = dest / HOLDOUT_ARTIFACT
     if not path.exists():
         dest.mkdir(parents=True, exist_ok=True)
@@ -141,34 +142,33 @@ def schema_change(champion: InputSchema, challenger: InputSchema) -> list[str]:
 
 
 def evaluate_challenger(
-    settings: Settings,
-    client: MlflowClient,
+    lc: Lifecycle,
     version: str,
     *,
     actor: Actor = Actor.CLI,
     dagster_run_id: str | None = None,
 ) -> EvaluationResult:
     """Score challenger `version` and the current champion on the same holdout and decide."""
-    from mlops_assets.lifecycle.manager import alias_version
     from mlops_assets.lifecycle.policy import ModelEvaluation, decide_offline
     from mlops_assets.lifecycle.report import decision_markdown, render_plots
 
+    settings, client = lc.settings, lc.client
     target = settings.config.data.target_column
     metrics = list(settings.policy.evaluation_metrics)
-    holdout = load_holdout(settings, client, version)
-    challenger_pred = load_predictor(settings, client, version)
+    holdout = load_holdout(lc, version)
+    challenger_pred = load_predictor(lc, version)
     challenger = score(challenger_pred, holdout, target, metrics, version)
     classes = list(challenger_pred.classes)
     y_true = normalise_labels(holdout[target].astype(str).to_numpy(), classes)
 
     row_ids = holdout["__row_id"].to_numpy() if "__row_id" in holdout.columns else None
-    champion_version = alias_version(client, settings.model_name, Alias.CHAMPION)
+    champion_version = lc.alias_version(Alias.CHAMPION)
     if champion_version == version:
         champion_version = None
     champion: ScoredModel | None = None
     changes: list[str] = []
     if champion_version is not None:
-        champion_pred = load_predictor(settings, client, champion_version)
+        champion_pred = load_predictor(lc, champion_version)
         changes = schema_change(champion_pred.schema, challenger_pred.schema)
         missing = [n for n in champion_pred.schema.names if n not in holdout.columns]
         if missing:

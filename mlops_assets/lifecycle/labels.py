@@ -1,13 +1,12 @@
-"""Labels in: label files from `data/labels/`, and the one label normaliser.
+"""Labels in: label files from `data/labels/` into the lifecycle store.
 
-- `canonical_label` / `label_map`: how an incoming label is matched to a model's classes
-  (binary spellings such as True, 1, 1.0 and yes collapse to `true`/`false`).
 - `ingest_label_files`: label CSVs (`request_id,label`) from `data/labels/` into the store.
   A bad file is quarantined next to a report, like a bad data file; a good one is moved to
   `data/labels/processed/<sha256[:12]>_<name>` (nothing is ever deleted). The move is the commit
   point: a crash before it re-adds the same labels (an upsert), a file whose content was already
   processed is not applied again (so it cannot undo later corrections).
-- `version_classes`: the class labels stored with a model version.
+
+Label values are matched to the served models' classes by the one rule in `classes`.
 """
 
 from __future__ import annotations
@@ -15,33 +14,26 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
-import json
 import logging
 import shutil
-import tempfile
-from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Literal
 
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, computed_field
 
-from mlops_assets.lifecycle.manager import alias_version, mlflow_client, open_store
+from mlops_assets.lifecycle.classes import canonical_label, label_map, version_classes
 from mlops_assets.lifecycle.states import Alias
-from mlops_assets.lifecycle.store import LifecycleStore
-from mlops_assets.settings import Settings
 from mlops_assets.validation import Problem, ValidationResult, quarantine
 
 if TYPE_CHECKING:
-    from mlflow import MlflowClient
+    from mlops_assets.lifecycle.context import Lifecycle
 
 log = logging.getLogger(__name__)
 
 LABEL_COLUMNS = ("request_id", "label")
 PROCESSED_DIR = "processed"
 _MAX_EXAMPLES = 5
-_TRUE_TOKENS = {"true", "t", "yes", "y", "1", "1.0"}
-_FALSE_TOKENS = {"false", "f", "no", "n", "0", "0.0"}
 
 
 class LabelFile(BaseModel):
@@ -74,22 +66,6 @@ class LabelIngest(BaseModel):
     def quarantined(self) -> list[LabelFile]:
         """Files moved to quarantine."""
         return [f for f in self.files if f.status == "quarantined"]
-
-
-def canonical_label(value: Any) -> str:
-    """A label as text; binary spellings (True, 1, 1.0, yes) collapse to `true`/`false`."""
-    text = str(value).strip()
-    low = text.lower()
-    if low in _TRUE_TOKENS:
-        return "true"
-    if low in _FALSE_TOKENS:
-        return "false"
-    return text
-
-
-def label_map(classes: Sequence[str]) -> dict[str, str]:
-    """canonical spelling -> class label, for mapping incoming labels onto a model's classes."""
-    return {canonical_label(c): str(c) for c in classes}
 
 
 def list_label_files(labels_dir: Path) -> list[Path]:
@@ -213,16 +189,15 @@ def _check_label_file(
     return problems, items, columns
 
 
-def _served_classes(settings: Settings, store: LifecycleStore) -> list[str] | None:
+def _served_classes(lc: Lifecycle) -> list[str] | None:
     """Classes of the champion and open shadows (None when unknown: no check then)."""
     try:
-        client = mlflow_client(settings)
-        versions = [alias_version(client, settings.model_name, Alias.CHAMPION)]
-        versions += [t.version for t in store.open_shadow_tests(settings.model_name)]
+        versions = [lc.alias_version(Alias.CHAMPION)]
+        versions += [t.version for t in lc.store.open_shadow_tests(lc.model_name)]
         classes: list[str] = []
         for version in versions:
             if version is not None:
-                classes += version_classes(settings, client, version) or []
+                classes += version_classes(lc, version) or []
     except Exception:  # the registry is down: labels are still stored, unchecked
         log.warning("cannot read the served models' classes; label values are not checked")
         return None
@@ -240,21 +215,21 @@ def _move_processed(path: Path, processed: Path, sha: str) -> Path:
     return dest
 
 
-def ingest_label_files(settings: Settings) -> LabelIngest:
+def ingest_label_files(lc: Lifecycle) -> LabelIngest:
     """Store the labels of every CSV in `labels_dir`; quarantine bad files, move good ones.
 
     Source of each label: `file:<name>`. Re-running adds nothing new: processed files have left
     the folder, and a file whose content was processed before is moved as a `duplicate` without
     being applied again.
     """
+    settings, store = lc.settings, lc.store
     labels_dir = settings.labels_dir
     processed = labels_dir / PROCESSED_DIR
     files = list_label_files(labels_dir)
     out = LabelIngest()
     if not files:
         return out
-    store = open_store(settings)
-    classes = _served_classes(settings, store)
+    classes = _served_classes(lc)
     for path in files:
         raw = path.read_bytes()
         sha = hashlib.sha256(raw).hexdigest()
@@ -317,24 +292,3 @@ def _already_processed(processed: Path, sha: str) -> bool:
         if hashlib.sha256(candidate.read_bytes()).hexdigest() == sha:
             return True
     return False
-
-
-def version_classes(settings: Settings, client: MlflowClient, version: str) -> list[str] | None:
-    """Class labels, in probability-column order, stored with a version (schema.json or bundle).
-
-    None when the version has neither artifact.
-    """
-    mv = client.get_model_version(settings.model_name, str(version))
-    for artifact, key in (("schema.json", "classes"), ("serving/bundle.json", "classes")):
-        with tempfile.TemporaryDirectory() as tmp:
-            try:
-                local = client.download_artifacts(mv.run_id, artifact, tmp)
-            except Exception:  # not stored with this version
-                continue
-            try:
-                classes = json.loads(Path(local).read_text(encoding="utf-8")).get(key) or []
-            except (OSError, ValueError):
-                continue
-        if classes:
-            return [str(c) for c in classes]
-    return None

@@ -1,5 +1,7 @@
 """Lifecycle operations shared by the Dagster assets, the CLI and the Python API.
 
+Each takes the caller's `context.Lifecycle` (settings, MLflow client, store).
+
 Every registry move goes through `apply_decision`: it takes the store's transition lock, runs
 `reconcile` first (finishing any half-done move a crash left behind), re-checks that the
 decision is still about the current champion, then applies it in the crash-safe order of
@@ -10,20 +12,17 @@ lose a decision: the second one finds the champion moved and records its decisio
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from mlops_assets.lifecycle.context import Lifecycle, OnApplied, server_reloader
 from mlops_assets.lifecycle.records import DecisionRecord, DecisionStatus
-from mlops_assets.lifecycle.states import STATE_TAG, Actor, Alias, Decision
-from mlops_assets.settings import Settings, load_settings
+from mlops_assets.lifecycle.states import STATE_TAG, Actor, Alias, Decision, Tag, holdout_metrics
+from mlops_assets.settings import load_settings
 
 if TYPE_CHECKING:
-    from mlflow import MlflowClient
-
     from mlops_assets.lifecycle.evaluation import EvaluationResult
-    from mlops_assets.lifecycle.registry import Registry
     from mlops_assets.lifecycle.store import LifecycleStore
     from mlops_assets.lifecycle.training import TrainingOutcome
     from mlops_assets.validation import ValidationResult
@@ -35,52 +34,15 @@ class StaleDecision(RuntimeError):
     """The champion moved between evaluation and apply; the decision was not applied."""
 
 
-def mlflow_client(settings: Settings) -> MlflowClient:
-    """An MLflow client for the configured tracking URI."""
-    from mlflow import MlflowClient
-
-    return MlflowClient(settings.tracking_uri)
-
-
-def open_store(settings: Settings) -> LifecycleStore:
-    """Open (and migrate) the lifecycle store."""
-    from mlops_assets.lifecycle.store import LifecycleStore
-
-    settings.home.mkdir(parents=True, exist_ok=True)
-    return LifecycleStore(settings.lifecycle_db_url)
-
-
-def registry_for(
-    settings: Settings, client: MlflowClient | None = None, store: LifecycleStore | None = None
-) -> Registry:
-    """The registry mover for the configured model."""
-    from mlops_assets.lifecycle.registry import Registry
-
-    return Registry(
-        client or mlflow_client(settings), settings.model_name, store or open_store(settings)
-    )
-
-
-def alias_version(client: MlflowClient, model_name: str, alias: Alias) -> str | None:
-    """The version an alias points at, or None."""
-    try:
-        return str(client.get_model_version_by_alias(model_name, alias.value).version)
-    except Exception:  # MLflow raises when the alias or the model does not exist
-        return None
-
-
-def reconcile(settings: Settings) -> list[DecisionRecord]:
+def reconcile(lc: Lifecycle) -> list[DecisionRecord]:
     """Finish or repair half-done registry moves; return the decisions it repaired."""
-    reg = registry_for(settings)
-    repaired = reg.reconcile()
+    repaired = lc.registry.reconcile()
     for rec in repaired:
         log.warning("reconciled decision %s (%s)", rec.id, rec.decision)
     return repaired
 
 
-def validate_file(
-    settings: Settings, path: Path, client: MlflowClient | None = None
-) -> tuple[ValidationResult, Path | None]:
+def validate_file(lc: Lifecycle, path: Path) -> tuple[ValidationResult, Path | None]:
     """Validate a raw file against config and the champion's schema; quarantine it if bad.
 
     Returns the result and, for a bad file, where it was moved.
@@ -88,35 +50,35 @@ def validate_file(
     from mlops_assets.validation import quarantine
     from mlops_assets.validation import validate_file as _validate
 
-    reference = champion_schema(settings, client or mlflow_client(settings))
-    result = _validate(path, settings.config.data, reference)
+    reference = champion_schema(lc)
+    result = _validate(path, lc.settings.config.data, reference)
     if result.ok:
         return result, None
-    moved = quarantine(result, settings.quarantine_dir)
+    moved = quarantine(result, lc.settings.quarantine_dir)
     log.error(
         "%s failed validation (%d problems); moved to %s", path.name, len(result.problems), moved
     )
     return result, moved
 
 
-def champion_schema(settings: Settings, client: MlflowClient) -> Any | None:
+def champion_schema(lc: Lifecycle) -> Any | None:
     """The input schema stored with the current champion, or None without a champion."""
     from mlops_assets.lifecycle.schema import InputSchema
     from mlops_assets.lifecycle.training import read_run_text
 
-    version = alias_version(client, settings.model_name, Alias.CHAMPION)
+    version = lc.alias_version(Alias.CHAMPION)
     if version is None:
         return None
-    mv = client.get_model_version(settings.model_name, version)
+    mv = lc.client.get_model_version(lc.model_name, version)
     try:
-        text = read_run_text(client, mv.run_id, "schema.json")
+        text = read_run_text(lc.client, mv.run_id, "schema.json")
     except Exception:  # an old version without a stored schema
         return None
     return InputSchema.model_validate_json(text)
 
 
 def train(
-    settings: Settings,
+    lc: Lifecycle,
     result: ValidationResult,
     *,
     dagster_run_id: str | None = None,
@@ -128,13 +90,11 @@ def train(
     if not result.ok or result.frame is None:
         raise ValueError(f"{result.path} did not pass validation; it cannot be trained on")
     files = [DataFile(path=str(result.path), sha256=result.sha256, rows=result.rows)]
-    return train_challenger(
-        settings, result.frame, files, dagster_run_id=dagster_run_id, force=force
-    )
+    return train_challenger(lc, result.frame, files, dagster_run_id=dagster_run_id, force=force)
 
 
 def evaluate(
-    settings: Settings,
+    lc: Lifecycle,
     version: str,
     *,
     actor: Actor = Actor.CLI,
@@ -148,15 +108,15 @@ def evaluate(
     from mlops_assets.lifecycle.evaluation import EvaluationResult, evaluate_challenger
     from mlops_assets.lifecycle.states import ModelState
 
-    client = mlflow_client(settings)
+    settings, client = lc.settings, lc.client
     mv = client.get_model_version(settings.model_name, version)
     tags = mv.tags or {}
     state = tags.get(STATE_TAG)
     # Judged before: any state past candidate, or a candidate kept for manual promotion.
-    if state not in (None, ModelState.CANDIDATE.value) or tags.get("lifecycle.decision_id"):
+    if state not in (None, ModelState.CANDIDATE.value) or tags.get(Tag.DECISION_ID):
         prior = [
             r
-            for r in open_store(settings).decisions(
+            for r in lc.store.decisions(
                 version=str(version), model_name=settings.model_name, limit=None
             )
             if r.challenger_version == str(version) and r.status == DecisionStatus.APPLIED
@@ -171,13 +131,11 @@ def evaluate(
                 report_dir=str(report),
                 already_decided=True,
             )
-    return evaluate_challenger(
-        settings, client, version, actor=actor, dagster_run_id=dagster_run_id
-    )
+    return evaluate_challenger(lc, version, actor=actor, dagster_run_id=dagster_run_id)
 
 
 def apply_decision(
-    settings: Settings,
+    lc: Lifecycle,
     record: DecisionRecord,
     *,
     precondition: Callable[[], str | None] | None = None,
@@ -185,16 +143,15 @@ def apply_decision(
     """Apply a decision under the transition lock, after reconcile; refuse stale decisions.
 
     `precondition` runs under the same lock after reconcile; a non-None answer is the reason
-    the decision is stale (it is then recorded as failed and StaleDecision raised).
+    the decision is stale (it is then recorded as failed and StaleDecision raised). An applied
+    decision is reported to the context's `on_applied`.
     """
     if record.status == DecisionStatus.APPLIED:
         return record  # already applied (a re-run of the same step)
-    store = open_store(settings)
-    client = mlflow_client(settings)
-    reg = registry_for(settings, client, store)
-    with store.transition_lock(settings.model_name, owner=f"decision-{record.id}"):
-        reg.reconcile()
-        current = alias_version(client, settings.model_name, Alias.CHAMPION)
+    store = lc.store
+    with store.transition_lock(lc.model_name, owner=f"decision-{record.id}"):
+        lc.registry.reconcile()
+        current = lc.alias_version(Alias.CHAMPION)
         moves_champion = record.decision in (Decision.BOOTSTRAP, Decision.PROMOTE)
         why = None
         if moves_champion and current != record.champion_version:
@@ -210,30 +167,13 @@ def apply_decision(
             record.reasons.append(record.error)
             store.record_decision(record)
             raise StaleDecision(record.error)
-        applied = reg.apply(record)
-    _notify_server(settings)
+        applied = lc.registry.apply(record)
+    lc.applied(applied)
     return applied
 
 
-def _notify_server(settings: Settings) -> None:
-    """Ask a running server to reload its models; a server that is down is not an error."""
-    import httpx
-
-    serving = settings.config.serving
-    headers = {}
-    token = os.environ.get(serving.admin_token_env)
-    if token:
-        headers["Authorization"] = f"Bearer {token}"
-    url = f"http://{serving.host}:{serving.port}/admin/reload"
-    try:
-        httpx.post(url, headers=headers, timeout=30.0)
-        log.info("asked the server at %s to reload", url)
-    except httpx.HTTPError:
-        log.debug("no server at %s; nothing to reload", url)
-
-
 def manual_decision(
-    settings: Settings,
+    lc: Lifecycle,
     decision: Decision,
     version: str | None = None,
     *,
@@ -241,16 +181,16 @@ def manual_decision(
     reason: str | None = None,
 ) -> DecisionRecord:
     """Build and apply a manual PROMOTE, REJECT or ROLLBACK."""
-    client = mlflow_client(settings)
-    champion = alias_version(client, settings.model_name, Alias.CHAMPION)
+    settings = lc.settings
+    champion = lc.alias_version(Alias.CHAMPION)
     if decision == Decision.ROLLBACK:
-        target = alias_version(client, settings.model_name, Alias.PREVIOUS_CHAMPION)
+        target = lc.alias_version(Alias.PREVIOUS_CHAMPION)
         if target is None:
             raise ValueError("there is no previous champion to roll back to")
         version = target
     if version is None:
         raise ValueError(f"{decision} needs a model version")
-    client.get_model_version(settings.model_name, version)  # raises a clear error if unknown
+    lc.client.get_model_version(settings.model_name, version)  # raises a clear error if unknown
     who = f"by {actor.value}"
     default = {
         Decision.PROMOTE: f"Manual promotion of v{version} {who}.",
@@ -268,7 +208,7 @@ def manual_decision(
         policy=settings.policy.model_dump(mode="json"),
         reasons=[reason or default],
     )
-    return apply_decision(settings, record)
+    return apply_decision(lc, record)
 
 
 def drift_summary(store: LifecycleStore, model_name: str) -> dict[str, Any] | None:
@@ -304,10 +244,9 @@ def drift_summary(store: LifecycleStore, model_name: str) -> dict[str, Any] | No
     }
 
 
-def status(settings: Settings, *, decisions: int = 10) -> dict[str, Any]:
+def status(lc: Lifecycle, *, decisions: int = 10) -> dict[str, Any]:
     """Champion, shadows, open shadow tests, the last decisions and drift, as plain JSON data."""
-    client = mlflow_client(settings)
-    store = open_store(settings)
+    settings, client, store = lc.settings, lc.client, lc.store
     name = settings.model_name
 
     def describe(version: str | None) -> dict[str, Any] | None:
@@ -320,19 +259,15 @@ def status(settings: Settings, *, decisions: int = 10) -> dict[str, Any]:
             "version": str(mv.version),
             "run_id": mv.run_id,
             "state": tags.get(STATE_TAG),
-            "data_sha256": tags.get("data.sha256"),
-            "data_files": tags.get("data.files"),
-            "promoted_at": tags.get("lifecycle.promoted_at"),
-            "metrics": {
-                k.removeprefix("holdout."): v
-                for k, v in run.data.metrics.items()
-                if k.startswith("holdout.")
-            },
+            "data_sha256": tags.get(Tag.DATA_SHA256),
+            "data_files": tags.get(Tag.DATA_FILES),
+            "promoted_at": tags.get(Tag.PROMOTED_AT),
+            "metrics": holdout_metrics(run.data.metrics),
         }
 
-    champion = alias_version(client, name, Alias.CHAMPION)
-    challenger = alias_version(client, name, Alias.CHALLENGER)
-    previous = alias_version(client, name, Alias.PREVIOUS_CHAMPION)
+    champion = lc.alias_version(Alias.CHAMPION)
+    challenger = lc.alias_version(Alias.CHALLENGER)
+    previous = lc.alias_version(Alias.PREVIOUS_CHAMPION)
     tests = store.open_shadow_tests(name)
     return {
         "tracking_uri": settings.tracking_uri,
@@ -359,28 +294,26 @@ def status(settings: Settings, *, decisions: int = 10) -> dict[str, Any]:
     }
 
 
-def lineage(settings: Settings, version: str | None = None) -> dict[str, Any]:
+def lineage(lc: Lifecycle, version: str | None = None) -> dict[str, Any]:
     """Which data files, config, MLflow run, Dagster run and decisions produced a version."""
-    client = mlflow_client(settings)
-    store = open_store(settings)
-    name = settings.model_name
-    version = version or alias_version(client, name, Alias.CHAMPION)
+    client, store, name = lc.client, lc.store, lc.model_name
+    version = version or lc.alias_version(Alias.CHAMPION)
     if version is None:
         raise ValueError("there is no champion yet; name a version")
     mv = client.get_model_version(name, version)
     tags = dict(mv.tags or {})
-    files = tags.get("data.files", "").split(",") if tags.get("data.files") else []
-    shas = tags.get("data.sha256", "").split(",") if tags.get("data.sha256") else []
+    files = tags[Tag.DATA_FILES].split(",") if tags.get(Tag.DATA_FILES) else []
+    shas = tags[Tag.DATA_SHA256].split(",") if tags.get(Tag.DATA_SHA256) else []
     return {
         "model_name": name,
         "version": str(mv.version),
         "state": tags.get(STATE_TAG),
         "aliases": list(mv.aliases or []),
         "data_files": [{"file": f, "sha256": s} for f, s in zip(files, shas, strict=False)],
-        "ludwig_config_hash": tags.get("ludwig.config_hash"),
-        "schema_fingerprint": tags.get("schema.fingerprint"),
+        "ludwig_config_hash": tags.get(Tag.LUDWIG_CONFIG_HASH),
+        "schema_fingerprint": tags.get(Tag.SCHEMA_FINGERPRINT),
         "mlflow_run_id": mv.run_id,
-        "dagster_run_id": tags.get("dagster.run_id") or None,
+        "dagster_run_id": tags.get(Tag.DAGSTER_RUN_ID) or None,
         "decisions": [
             {
                 "id": r.id,
@@ -402,41 +335,59 @@ def _redact(url: str) -> str:
 
 
 class ChampionChallengerManager:
-    """The Python API promised by the original design: train, evaluate, status."""
+    """The Python API promised by the original design: train, evaluate, status.
 
-    def __init__(self, config_path: str | Path | None = None) -> None:
+    It opens one lifecycle context for its lifetime (`close()` or `with` releases it). An
+    applied decision asks a running server to reload unless `reload_server=False`.
+    """
+
+    def __init__(
+        self, config_path: str | Path | None = None, *, reload_server: bool = True
+    ) -> None:
         self.settings = load_settings(config_path)
         self.settings.ensure_dirs()
+        on_applied: OnApplied | None = server_reloader(self.settings) if reload_server else None
+        self.lifecycle = Lifecycle.open(self.settings, on_applied=on_applied)
+
+    def close(self) -> None:
+        """Release the lifecycle store."""
+        self.lifecycle.close()
+
+    def __enter__(self) -> ChampionChallengerManager:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     def train_challenger(self, data_path: str | Path, *, force: bool = False) -> TrainingOutcome:
         """Validate a CSV and train a challenger on it; returns the registered version."""
-        result, moved = validate_file(self.settings, Path(data_path))
+        result, moved = validate_file(self.lifecycle, Path(data_path))
         if not result.ok:
             raise ValueError(
                 f"{data_path} failed validation and was moved to {moved}: "
                 + "; ".join(p.message for p in result.problems[:3])
             )
-        return train(self.settings, result, force=force)
+        return train(self.lifecycle, result, force=force)
 
     def evaluate_challenger(self, version: str, *, apply: bool = True) -> DecisionRecord:
         """Judge a challenger against the champion; apply the decision unless `apply=False`."""
-        result = evaluate(self.settings, str(version), actor=Actor.API)
+        result = evaluate(self.lifecycle, str(version), actor=Actor.API)
         if not apply:
             result.record.status = DecisionStatus.RECORDED
             return result.record
-        return apply_decision(self.settings, result.record)
+        return apply_decision(self.lifecycle, result.record)
 
     def get_status(self) -> dict[str, Any]:
         """Champion, shadows and the last decisions."""
-        return status(self.settings)
+        return status(self.lifecycle)
 
     def promote(self, version: str) -> DecisionRecord:
         """Promote a version by hand (recorded with actor `api`)."""
-        return manual_decision(self.settings, Decision.PROMOTE, version, actor=Actor.API)
+        return manual_decision(self.lifecycle, Decision.PROMOTE, version, actor=Actor.API)
 
     def rollback(self) -> DecisionRecord:
         """Restore the previous champion."""
-        return manual_decision(self.settings, Decision.ROLLBACK, actor=Actor.API)
+        return manual_decision(self.lifecycle, Decision.ROLLBACK, actor=Actor.API)
 
 
 __all__: Sequence[str] = [

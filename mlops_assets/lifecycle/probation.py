@@ -12,13 +12,8 @@ from typing import TYPE_CHECKING
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from mlops_assets.lifecycle.labels import version_classes
-from mlops_assets.lifecycle.manager import (
-    alias_version,
-    apply_decision,
-    mlflow_client,
-    open_store,
-)
+from mlops_assets.lifecycle.classes import version_classes
+from mlops_assets.lifecycle.manager import apply_decision
 from mlops_assets.lifecycle.records import DecisionRecord
 from mlops_assets.lifecycle.shadow import (
     RoleStats,
@@ -28,12 +23,11 @@ from mlops_assets.lifecycle.shadow import (
     role_stats,
     usable_rows,
 )
-from mlops_assets.lifecycle.states import Actor, Alias, Decision
-from mlops_assets.lifecycle.store import LifecycleStore, as_utc
-from mlops_assets.settings import Settings
+from mlops_assets.lifecycle.states import Actor, Alias, Decision, Tag, holdout_metric_key
+from mlops_assets.lifecycle.store import as_utc
 
 if TYPE_CHECKING:
-    from mlflow import MlflowClient
+    from mlops_assets.lifecycle.context import Lifecycle
 
 
 class ProbationResult(BaseModel):
@@ -58,27 +52,22 @@ class ProbationResult(BaseModel):
     reasons: list[str] = Field(default_factory=list)
 
 
-def _promotion(
-    settings: Settings, store: LifecycleStore, client: MlflowClient, champion: str
-) -> tuple[datetime | None, str | None]:
+def _promotion(lc: Lifecycle, champion: str) -> tuple[datetime | None, str | None]:
     """When the champion alias last moved to `champion`, and by which decision."""
     moves = [
         m
-        for m in store.alias_history(settings.model_name, Alias.CHAMPION.value)
+        for m in lc.store.alias_history(lc.model_name, Alias.CHAMPION.value)
         if m.to_version == champion
     ]
     if moves:
         return moves[-1].time, moves[-1].decision_id
-    from mlops_assets.lifecycle.registry import DECISION_TAG, PROMOTED_AT_TAG
-
-    tags = dict(client.get_model_version(settings.model_name, champion).tags or {})
-    when = tags.get(PROMOTED_AT_TAG)
-    return (as_utc(datetime.fromisoformat(when)) if when else None), tags.get(DECISION_TAG)
+    tags = dict(lc.client.get_model_version(lc.model_name, champion).tags or {})
+    when = tags.get(Tag.PROMOTED_AT)
+    return (as_utc(datetime.fromisoformat(when)) if when else None), tags.get(Tag.DECISION_ID)
 
 
 def _evaluated_metric(
-    client: MlflowClient,
-    settings: Settings,
+    lc: Lifecycle,
     champion: str,
     metric: str,
     decision: DecisionRecord | None,
@@ -88,15 +77,16 @@ def _evaluated_metric(
         value = decision.challenger_metrics.get(metric)
         if value is not None and math.isfinite(value):
             return float(value), f"decision {decision.id} ({decision.decision.value})"
-    run = client.get_run(client.get_model_version(settings.model_name, champion).run_id)
-    for key in (f"eval.challenger.{metric}", f"holdout.{metric}"):
+    client = lc.client
+    run = client.get_run(client.get_model_version(lc.model_name, champion).run_id)
+    for key in (f"eval.challenger.{metric}", holdout_metric_key(metric)):
         value = run.data.metrics.get(key)
         if value is not None and math.isfinite(value):
             return float(value), f"MLflow run metric {key}"
     return None, None
 
 
-def check_probation_now(settings: Settings, *, now: datetime | None = None) -> ProbationResult:
+def check_probation_now(lc: Lifecycle, *, now: datetime | None = None) -> ProbationResult:
     """Judge the champion's live quality during `probation_period` after its promotion.
 
     Only a champion that came in by PROMOTE (not BOOTSTRAP, not a ROLLBACK) and has a
@@ -108,19 +98,17 @@ def check_probation_now(settings: Settings, *, now: datetime | None = None) -> P
     from mlops_assets.lifecycle.policy import check_probation
 
     now = now_or_utcnow(now)
-    policy = settings.policy
+    policy = lc.settings.policy
     metric = policy.primary_metric
-    name = settings.model_name
-    store = open_store(settings)
-    client = mlflow_client(settings)
+    name, store = lc.model_name, lc.store
     result = ProbationResult(checked_at=now, metric=metric)
-    champion = alias_version(client, name, Alias.CHAMPION)
+    champion = lc.alias_version(Alias.CHAMPION)
     result.champion_version = champion
     if champion is None:
         result.reasons.append("There is no champion; nothing is in probation.")
         return result
-    result.previous_champion_version = alias_version(client, name, Alias.PREVIOUS_CHAMPION)
-    promoted_at, decision_id = _promotion(settings, store, client, champion)
+    result.previous_champion_version = lc.alias_version(Alias.PREVIOUS_CHAMPION)
+    promoted_at, decision_id = _promotion(lc, champion)
     result.promoted_at = promoted_at
     result.promoting_decision_id = decision_id
     decision = store.get_decision(decision_id) if decision_id else None
@@ -148,13 +136,11 @@ def check_probation_now(settings: Settings, *, now: datetime | None = None) -> P
         return result
     result.in_probation = True
 
-    evaluated, source = _evaluated_metric(client, settings, champion, metric, decision)
+    evaluated, source = _evaluated_metric(lc, champion, metric, decision)
     result.evaluated_metric, result.evaluated_source = evaluated, source
     result.live = role_stats(store, name, champion, "champion", promoted_at)
     rows = store.labelled_predictions(champion, promoted_at, role="champion", model_name=name)
-    classes = version_classes(settings, client, champion) or fallback_classes(
-        list(rows["prediction"]), champion
-    )
+    classes = version_classes(lc, champion) or fallback_classes(list(rows["prediction"]), champion)
     rows, probas, dropped = usable_rows(rows, classes, ["prediction"], ["probabilities"])
     result.live_samples = len(rows)
     live = float("nan")
@@ -191,7 +177,7 @@ def check_probation_now(settings: Settings, *, now: datetime | None = None) -> P
 
 
 def run_probation(
-    settings: Settings,
+    lc: Lifecycle,
     *,
     actor: Actor,
     dagster_run_id: str | None = None,
@@ -203,9 +189,9 @@ def run_probation(
     rollback finds the restored champion (which came in by ROLLBACK) outside probation.
     """
     now = now_or_utcnow(now)
-    store = open_store(settings)
-    reconcile_locked(settings, store, owner="probation")
-    result = check_probation_now(settings, now=now)
+    settings = lc.settings
+    reconcile_locked(lc, owner="probation")
+    result = check_probation_now(lc, now=now)
     if not result.rollback:
         return None
     champion, target = result.champion_version, result.previous_champion_version
@@ -227,10 +213,9 @@ def run_probation(
             f"Decision: roll back from v{champion} to the previous champion v{target}.",
         ],
     )
-    client = mlflow_client(settings)
 
     def champion_unchanged() -> str | None:
-        current = alias_version(client, settings.model_name, Alias.CHAMPION)
+        current = lc.alias_version(Alias.CHAMPION)
         return None if current == champion else f"the champion is now v{current}, not v{champion}"
 
-    return apply_decision(settings, record, precondition=champion_unchanged)
+    return apply_decision(lc, record, precondition=champion_unchanged)

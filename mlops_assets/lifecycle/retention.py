@@ -7,17 +7,16 @@ from datetime import UTC, datetime
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from mlops_assets.lifecycle.manager import mlflow_client, open_store, registry_for
+from mlops_assets.lifecycle.context import Lifecycle
 from mlops_assets.lifecycle.shadow import now_or_utcnow
-from mlops_assets.lifecycle.states import STATE_TAG, ModelState
+from mlops_assets.lifecycle.states import STATE_TAG, ModelState, Tag
 from mlops_assets.lifecycle.store import as_utc
-from mlops_assets.settings import Settings
 
 log = logging.getLogger(__name__)
 
-ARCHIVED_TAG = "mlops.archived"
-ARCHIVED_AT_TAG = "mlops.archived_at"
-ARCHIVED_REASON_TAG = "mlops.archived_reason"
+ARCHIVED_TAG = Tag.MLOPS_ARCHIVED.value
+ARCHIVED_AT_TAG = Tag.MLOPS_ARCHIVED_AT.value
+ARCHIVED_REASON_TAG = Tag.MLOPS_ARCHIVED_REASON.value
 
 
 class ArchivedRun(BaseModel):
@@ -49,7 +48,7 @@ def _version_time(tags: dict[str, str], key: str, fallback_ms: int | None) -> da
     return datetime.fromtimestamp(fallback_ms / 1000, UTC) if fallback_ms else None
 
 
-def run_retention(settings: Settings, *, now: datetime | None = None) -> RetentionReport:
+def run_retention(lc: Lifecycle, *, now: datetime | None = None) -> RetentionReport:
     """Prune old prediction-log rows and mark the MLflow runs of old rejected versions archived.
 
     Rows older than `automation.retention` go, except those of the champion, the previous
@@ -62,14 +61,10 @@ def run_retention(settings: Settings, *, now: datetime | None = None) -> Retenti
     garbage-collect them on purpose (`tags.mlops.archived = 'true'` in a run search). A run
     shared with any non-rejected version is never marked.
     """
-    from mlops_assets.lifecycle.registry import REJECTED_AT_TAG
-
     now = now_or_utcnow(now)
+    settings, client, store, reg = lc.settings, lc.client, lc.store, lc.registry
     cutoff = now - settings.config.automation.retention
     name = settings.model_name
-    store = open_store(settings)
-    client = mlflow_client(settings)
-    reg = registry_for(settings, client, store)
     aliases = reg.aliases()
     versions = reg.versions()
     keep = {v for v in aliases.values()}
@@ -95,7 +90,7 @@ def run_retention(settings: Settings, *, now: datetime | None = None) -> Retenti
             continue
         if tags.get(ARCHIVED_TAG) == "true":
             continue  # done on an earlier pass
-        rejected_at = _version_time(tags, REJECTED_AT_TAG, mv.last_updated_timestamp)
+        rejected_at = _version_time(tags, Tag.REJECTED_AT, mv.last_updated_timestamp)
         if rejected_at is None or rejected_at >= cutoff:
             continue
         if mv.run_id in protected_runs:

@@ -21,15 +21,8 @@ import pandas as pd
 import sqlalchemy as sa
 from pydantic import BaseModel, ConfigDict, computed_field
 
-from mlops_assets.lifecycle.labels import canonical_label, label_map, version_classes
-from mlops_assets.lifecycle.manager import (
-    StaleDecision,
-    alias_version,
-    apply_decision,
-    mlflow_client,
-    open_store,
-    registry_for,
-)
+from mlops_assets.lifecycle.classes import canonical_label, label_map, version_classes
+from mlops_assets.lifecycle.manager import StaleDecision, apply_decision
 from mlops_assets.lifecycle.records import DecisionRecord, DecisionStatus, utcnow
 from mlops_assets.lifecycle.states import Actor, Alias, Decision
 from mlops_assets.lifecycle.store import (
@@ -42,6 +35,7 @@ from mlops_assets.lifecycle.store import (
 from mlops_assets.settings import Settings, format_duration, parse_duration
 
 if TYPE_CHECKING:
+    from mlops_assets.lifecycle.context import Lifecycle
     from mlops_assets.lifecycle.policy import ModelEvaluation
 
 log = logging.getLogger(__name__)
@@ -186,7 +180,7 @@ class ShadowEvaluation(BaseModel):
 
 
 def evaluate_shadow(
-    settings: Settings,
+    lc: Lifecycle,
     version: str,
     *,
     actor: Actor,
@@ -202,20 +196,18 @@ def evaluate_shadow(
 
     now = now_or_utcnow(now)
     version = str(version)
-    name = settings.model_name
-    store = open_store(settings)
-    client = mlflow_client(settings)
+    settings, store, name = lc.settings, lc.store, lc.model_name
     test = store.shadow_test(version, name)
     if test is None or test.status != "open":
         raise ValueError(f"{name} v{version} has no open shadow test")
-    champion = alias_version(client, name, Alias.CHAMPION)
+    champion = lc.alias_version(Alias.CHAMPION)
     if champion is None:
         raise ValueError(f"{name} has no champion; a shadow test needs one to compare with")
     if champion == version:
         raise ValueError(f"v{version} is already the champion; its shadow test is over")
 
-    shadow_classes = version_classes(settings, client, version)
-    champion_classes = version_classes(settings, client, champion)
+    shadow_classes = version_classes(lc, version)
+    champion_classes = version_classes(lc, champion)
     if shadow_classes and champion_classes and shadow_classes != champion_classes:
         raise ValueError(
             f"v{champion} (classes {champion_classes}) and v{version} (classes "
@@ -316,21 +308,21 @@ def _test_moved(current: ShadowTest | None, seen: ShadowTest) -> str | None:
     return None
 
 
-def reconcile_locked(settings: Settings, store: LifecycleStore, owner: str) -> None:
+def reconcile_locked(lc: Lifecycle, owner: str) -> None:
     """Finish half-done registry moves and extensions under the transition lock."""
-    reg = registry_for(settings, store=store)
-    with store.transition_lock(settings.model_name, owner=owner):
-        reg.reconcile()
-        _finish_extensions(settings, store)
+    with lc.store.transition_lock(lc.model_name, owner=owner):
+        lc.registry.reconcile()
+        _finish_extensions(lc)
 
 
-def _finish_extensions(settings: Settings, store: LifecycleStore) -> list[DecisionRecord]:
+def _finish_extensions(lc: Lifecycle) -> list[DecisionRecord]:
     """Move the expiry of every open test whose applied EXTEND_SHADOW was not carried out.
 
     A crash between recording an extension and moving the expiry leaves a decision whose
     `time + shadow_mode_duration` is later than the test's expiry; this completes it. The
     caller holds the transition lock.
     """
+    settings, store = lc.settings, lc.store
     done = []
     for test in store.open_shadow_tests(settings.model_name):
         for rec in store.decisions(
@@ -351,7 +343,7 @@ def _finish_extensions(settings: Settings, store: LifecycleStore) -> list[Decisi
     return done
 
 
-def apply_shadow_decision(settings: Settings, evaluation: ShadowEvaluation) -> DecisionRecord:
+def apply_shadow_decision(lc: Lifecycle, evaluation: ShadowEvaluation) -> DecisionRecord:
     """Apply a shadow decision: extend the test, or promote or reject through the manager.
 
     EXTEND_SHADOW is recorded (the registry makes no alias move for it) and the expiry moved to
@@ -361,21 +353,20 @@ def apply_shadow_decision(settings: Settings, evaluation: ShadowEvaluation) -> D
     since the evaluation.
     """
     record = evaluation.record
-    store = open_store(settings)
-    name = settings.model_name
+    settings, store, name = lc.settings, lc.store, lc.model_name
     version = evaluation.shadow_version
     stored = store.get_decision(record.id)
     if stored is not None and stored.status == DecisionStatus.APPLIED:
         if stored.decision == Decision.EXTEND_SHADOW:
             with store.transition_lock(name, owner=f"extend-{record.id}"):
-                _finish_extensions(settings, store)
+                _finish_extensions(lc)
         return stored  # a re-run of the same step
 
     if record.decision == Decision.EXTEND_SHADOW:
-        reg = registry_for(settings, store=store)
+        reg = lc.registry
         with store.transition_lock(name, owner=f"extend-{record.id}"):
             reg.reconcile()
-            _finish_extensions(settings, store)
+            _finish_extensions(lc)
             if stored is None:
                 why = _test_moved(store.shadow_test(version, name), evaluation.test)
                 if why:
@@ -400,22 +391,22 @@ def apply_shadow_decision(settings: Settings, evaluation: ShadowEvaluation) -> D
     if record.decision not in (Decision.PROMOTE, Decision.REJECT):
         raise ValueError(f"{record.decision.value} is not a shadow decision")
     if stored is not None:
-        return apply_decision(settings, record)
+        return apply_decision(lc, record)
     # Under the same lock as the move: no other run ended or extended this test meanwhile.
     return apply_decision(
-        settings,
+        lc,
         record,
         precondition=lambda: _test_moved(store.shadow_test(version, name), evaluation.test),
     )
 
 
-def expired_shadows(settings: Settings, now: datetime | None = None) -> list[ShadowTest]:
+def expired_shadows(lc: Lifecycle, now: datetime | None = None) -> list[ShadowTest]:
     """Open shadow tests whose expiry is at or before `now`, soonest first."""
-    return open_store(settings).expired_shadow_tests(settings.model_name, now_or_utcnow(now))
+    return lc.store.expired_shadow_tests(lc.model_name, now_or_utcnow(now))
 
 
 def run_shadow_expiry(
-    settings: Settings,
+    lc: Lifecycle,
     *,
     actor: Actor,
     dagster_run_id: str | None = None,
@@ -428,17 +419,17 @@ def run_shadow_expiry(
     an error the others are still handled, then the first error is raised.
     """
     now = now_or_utcnow(now)
-    store = open_store(settings)
-    reconcile_locked(settings, store, owner="shadow-expiry")
+    store = lc.store
+    reconcile_locked(lc, owner="shadow-expiry")
     out: list[DecisionRecord] = []
     errors: list[Exception] = []
-    for test in store.expired_shadow_tests(settings.model_name, now):
+    for test in store.expired_shadow_tests(lc.model_name, now):
         evaluation: ShadowEvaluation | None = None
         try:
             evaluation = evaluate_shadow(
-                settings, test.version, actor=actor, dagster_run_id=dagster_run_id, now=now
+                lc, test.version, actor=actor, dagster_run_id=dagster_run_id, now=now
             )
-            out.append(apply_shadow_decision(settings, evaluation))
+            out.append(apply_shadow_decision(lc, evaluation))
         except StaleDecision:
             if evaluation is not None:
                 out.append(evaluation.record)

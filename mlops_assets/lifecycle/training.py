@@ -24,15 +24,25 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict
 
+from mlops_assets.lifecycle.classes import normalise_labels
 from mlops_assets.lifecycle.schema import InputSchema, infer_schema
-from mlops_assets.lifecycle.states import STATE_TAG, ModelState
+from mlops_assets.lifecycle.states import (
+    STATE_TAG,
+    ModelState,
+    Tag,
+    holdout_metric_key,
+    holdout_metrics,
+)
 from mlops_assets.settings import Settings, SplitConfig
+
+if TYPE_CHECKING:
+    from mlops_assets.lifecycle.context import Lifecycle
 
 log = logging.getLogger(__name__)
 
@@ -175,8 +185,8 @@ def find_existing_version(
     for mv in versions:
         tags = mv.tags or {}
         if (
-            tags.get("data.sha256") == data_sha256
-            and tags.get("ludwig.config_hash") == config_hash
+            tags.get(Tag.DATA_SHA256) == data_sha256
+            and tags.get(Tag.LUDWIG_CONFIG_HASH) == config_hash
             and tags.get("training.seed") == str(seed)
         ):
             return mv
@@ -243,7 +253,7 @@ def model_classes(model: Any, target: str) -> list[str]:
 
 
 def train_challenger(
-    settings: Settings,
+    lc: Lifecycle,
     frame: pd.DataFrame,
     data_files: Sequence[DataFile],
     *,
@@ -253,15 +263,14 @@ def train_challenger(
 ) -> TrainingOutcome:
     """Train on `frame`, log everything to MLflow and register a `candidate` version."""
     import mlflow
-    from mlflow import MlflowClient
 
+    settings, client = lc.settings, lc.client
     say = progress or log.info
     started = time.monotonic()
     target = settings.config.data.target_column
     data_sha = ",".join(f.sha256 for f in data_files)
     config_hash = settings.ludwig_config_hash()
     seed = settings.config.ludwig.random_seed
-    client = MlflowClient(settings.tracking_uri)
     experiment_id = ensure_experiment(settings, client)
     name = settings.model_name
 
@@ -270,11 +279,7 @@ def train_challenger(
         say(f"version {existing.version} was already trained on this data and config; reusing it")
         run = client.get_run(existing.run_id)
         schema_json = read_run_text(client, existing.run_id, "schema.json")
-        metrics = {
-            k.removeprefix("holdout."): v
-            for k, v in run.data.metrics.items()
-            if k.startswith("holdout.")
-        }
+        metrics = holdout_metrics(run.data.metrics)
         return TrainingOutcome(
             model_name=name,
             version=str(existing.version),
@@ -313,10 +318,10 @@ def train_challenger(
             run_name=f"challenger-{data_sha[:8]}",
             tags={
                 "mlops.kind": "challenger",
-                "data.sha256": data_sha,
-                "data.files": ",".join(Path(f.path).name for f in data_files),
-                "ludwig.config_hash": config_hash,
-                "dagster.run_id": dagster_run_id or "",
+                Tag.DATA_SHA256.value: data_sha,
+                Tag.DATA_FILES.value: ",".join(Path(f.path).name for f in data_files),
+                Tag.LUDWIG_CONFIG_HASH.value: config_hash,
+                Tag.DAGSTER_RUN_ID.value: dagster_run_id or "",
             },
         ) as run:
             params: dict[str, str] = {}
@@ -371,7 +376,9 @@ def train_challenger(
             metrics = compute_metrics(
                 y_true, y_pred, proba, classes, settings.policy.evaluation_metrics
             )
-            mlflow.log_metrics({f"holdout.{k}": v for k, v in metrics.items() if np.isfinite(v)})
+            mlflow.log_metrics(
+                {holdout_metric_key(k): v for k, v in metrics.items() if np.isfinite(v)}
+            )
 
             (tmpdir / "ludwig_config.json").write_text(json.dumps(config, indent=2))
             (tmpdir / "training_statistics.json").write_text(
@@ -421,12 +428,12 @@ def train_challenger(
         run_id=run_id,
         tags={
             STATE_TAG: ModelState.CANDIDATE.value,
-            "data.sha256": data_sha,
-            "data.files": ",".join(Path(f.path).name for f in data_files),
-            "ludwig.config_hash": config_hash,
-            "schema.fingerprint": schema.fingerprint(),
+            Tag.DATA_SHA256.value: data_sha,
+            Tag.DATA_FILES.value: ",".join(Path(f.path).name for f in data_files),
+            Tag.LUDWIG_CONFIG_HASH.value: config_hash,
+            Tag.SCHEMA_FINGERPRINT.value: schema.fingerprint(),
             "training.seed": str(seed),
-            "dagster.run_id": dagster_run_id or "",
+            Tag.DAGSTER_RUN_ID.value: dagster_run_id or "",
         },
         description=f"Trained on {', '.join(Path(f.path).name for f in data_files)}",
     )
@@ -443,14 +450,3 @@ def train_challenger(
         holdout_rows=len(splits.holdout),
         seconds=seconds,
     )
-
-
-def normalise_labels(values: np.ndarray, classes: list[str]) -> np.ndarray:
-    """Map raw target values (0/1, yes/no, True/False) onto the model's class labels."""
-    known = set(classes)
-    if set(np.unique(values)) <= known:
-        return values
-    truthy = {"1", "1.0", "true", "yes", "y", "t"}
-    if set(classes) == {"False", "True"}:
-        return np.where(np.isin(np.char.lower(values.astype(str)), list(truthy)), "True", "False")
-    return values

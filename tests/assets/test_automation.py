@@ -7,19 +7,21 @@ No model is trained: versions are registered cheaply (a run with `schema.json` a
 from __future__ import annotations
 
 import json
-import socket
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
 import pytest
 from mlflow import MlflowClient
 
+from mlops_assets.lifecycle import manager
+from mlops_assets.lifecycle.context import Lifecycle, alias_version
 from mlops_assets.lifecycle.labels import ingest_label_files
-from mlops_assets.lifecycle.manager import StaleDecision, alias_version, registry_for
+from mlops_assets.lifecycle.manager import StaleDecision
 from mlops_assets.lifecycle.probation import check_probation_now, run_probation
 from mlops_assets.lifecycle.records import DecisionRecord, DecisionStatus, utcnow
 from mlops_assets.lifecycle.registry import ROLLED_BACK_TAG
@@ -41,12 +43,6 @@ CLASSES = ["False", "True"]
 DURATION = timedelta(seconds=90)
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def mlflow_uri(tmp_path_factory: pytest.TempPathFactory) -> str:
     """One MLflow SQLite database for the module (creating its schema takes seconds)."""
@@ -63,6 +59,11 @@ class World:
     client: MlflowClient
     store: LifecycleStore
     experiment_id: str
+
+    @cached_property
+    def lc(self) -> Lifecycle:
+        """The lifecycle context over this world's client and store (no server to reload)."""
+        return Lifecycle(self.settings, self.client, self.store)
 
     @property
     def name(self) -> str:
@@ -101,21 +102,21 @@ class World:
 
     def bootstrap(self) -> str:
         v = self.new_version(holdout_f1=0.8)
-        reg = registry_for(self.settings, self.client, self.store)
+        reg = self.lc.registry
         reg.set_candidate(v, {})
         reg.apply(self.record(Decision.BOOTSTRAP, v))
         return v
 
     def start_shadow(self, champion: str, started: datetime) -> str:
         v = self.new_version(holdout_f1=0.85)
-        reg = registry_for(self.settings, self.client, self.store)
+        reg = self.lc.registry
         reg.set_candidate(v, {})
         reg.apply(self.record(Decision.START_SHADOW, v, champion, time=started))
         return v
 
     def reject_candidate(self, when: datetime) -> str:
         v = self.new_version()
-        reg = registry_for(self.settings, self.client, self.store)
+        reg = self.lc.registry
         reg.set_candidate(v, {})
         reg.apply(self.record(Decision.REJECT, v, time=when))
         return v
@@ -142,8 +143,6 @@ def world(make_project: Callable[..., Path], mlflow_uri: str):
                 "rollback_threshold": 0.05,
             },
             "automation": {"retention": "90s"},
-            # Nothing listens here: the manager's reload call must not reach anyone's server.
-            "serving": {"port": _free_port()},
         }
     )
     settings = load_settings(root / "config" / "config.yaml")
@@ -239,13 +238,13 @@ def test_a_clearly_better_shadow_is_promoted_at_expiry(world: World):
     v2 = w.start_shadow(v1, t0)
     ids = mirrored_traffic(w, v1, v2, 60, t0 + timedelta(seconds=10), 0.6, 0.95)
     write_label_file(w, "labels.csv", ids, as_digits(truth(60)))
-    assert ingest_label_files(w.settings).accepted == 60
+    assert ingest_label_files(w.lc).accepted == 60
 
     now = t0 + DURATION + timedelta(seconds=1)
-    assert [t.version for t in expired_shadows(w.settings, now)] == [v2]
-    assert expired_shadows(w.settings, t0 + timedelta(seconds=30)) == []
+    assert [t.version for t in expired_shadows(w.lc, now)] == [v2]
+    assert expired_shadows(w.lc, t0 + timedelta(seconds=30)) == []
 
-    evidence = evaluate_shadow(w.settings, v2, actor=Actor.SENSOR, now=now)
+    evidence = evaluate_shadow(w.lc, v2, actor=Actor.SENSOR, now=now)
     assert evidence.record.decision == Decision.PROMOTE
     assert (evidence.champion_version, evidence.labelled, evidence.classes) == (v1, 60, CLASSES)
     assert (evidence.champion.requests, evidence.shadow.requests) == (60, 60)
@@ -256,7 +255,7 @@ def test_a_clearly_better_shadow_is_promoted_at_expiry(world: World):
         > evidence.record.champion_metrics["f1_score"] + w.settings.policy.champion_threshold
     )
 
-    decisions = run_shadow_expiry(w.settings, actor=Actor.SENSOR, now=now)
+    decisions = run_shadow_expiry(w.lc, actor=Actor.SENSOR, now=now)
     assert [(d.decision, d.status) for d in decisions] == [
         (Decision.PROMOTE, DecisionStatus.APPLIED)
     ]
@@ -267,7 +266,7 @@ def test_a_clearly_better_shadow_is_promoted_at_expiry(world: World):
     test = w.store.shadow_test(v2, w.name)
     assert (test.status, test.decision_id) == ("closed", decisions[0].id)
     # Re-running the step changes nothing and records nothing.
-    assert run_shadow_expiry(w.settings, actor=Actor.SENSOR, now=now) == []
+    assert run_shadow_expiry(w.lc, actor=Actor.SENSOR, now=now) == []
     assert len(w.store.decisions(decision=Decision.PROMOTE, model_name=w.name)) == 1
 
 
@@ -280,11 +279,11 @@ def test_too_few_labels_extend_then_reject_after_the_last_extension(world: World
 
     # No label at all: the test is extended (max_shadow_extensions is 1), not crashed.
     now1 = t0 + DURATION + timedelta(seconds=1)
-    evaluation = evaluate_shadow(w.settings, v2, actor=Actor.SENSOR, now=now1)
+    evaluation = evaluate_shadow(w.lc, v2, actor=Actor.SENSOR, now=now1)
     assert evaluation.labelled == 0
     assert evaluation.record.decision == Decision.EXTEND_SHADOW
-    first = apply_shadow_decision(w.settings, evaluation)
-    again = apply_shadow_decision(w.settings, evaluation)  # a retried step
+    first = apply_shadow_decision(w.lc, evaluation)
+    again = apply_shadow_decision(w.lc, evaluation)  # a retried step
     assert first.status == again.status == DecisionStatus.APPLIED
     assert first.id == again.id
     test = w.store.shadow_test(v2, w.name)
@@ -294,12 +293,12 @@ def test_too_few_labels_extend_then_reject_after_the_last_extension(world: World
     assert w.aliases() == {"champion": v1, "challenger": v2}
     assert w.state(v2) == "shadow"
     assert any("extend the shadow test" in r for r in first.reasons)
-    assert run_shadow_expiry(w.settings, actor=Actor.SENSOR, now=now1) == []
+    assert run_shadow_expiry(w.lc, actor=Actor.SENSOR, now=now1) == []
 
     # Five labels by the second expiry: still too few, and no extension left.
     w.store.add_labels(list(zip(ids[:5], truth(5), strict=True)), source="api")
     now2 = test.expires_at + timedelta(seconds=1)
-    decisions = run_shadow_expiry(w.settings, actor=Actor.SCHEDULE, now=now2)
+    decisions = run_shadow_expiry(w.lc, actor=Actor.SCHEDULE, now=now2)
     assert [(d.decision, d.status) for d in decisions] == [
         (Decision.REJECT, DecisionStatus.APPLIED)
     ]
@@ -321,7 +320,7 @@ def test_a_worse_shadow_is_rejected(world: World):
     w.store.add_labels(list(zip(ids, truth(60), strict=True)), source="api")
 
     now = t0 + DURATION + timedelta(seconds=1)
-    (decision,) = run_shadow_expiry(w.settings, actor=Actor.SENSOR, now=now)
+    (decision,) = run_shadow_expiry(w.lc, actor=Actor.SENSOR, now=now)
     assert (decision.decision, decision.status) == (Decision.REJECT, DecisionStatus.APPLIED)
     assert decision.sample_size == 60
     assert any("below champion_threshold" in r for r in decision.reasons)
@@ -336,11 +335,11 @@ def test_a_concurrent_second_extension_is_refused_as_stale(world: World):
     v2 = w.start_shadow(v1, t0)
     now = t0 + DURATION + timedelta(seconds=1)
     # Two runs evaluate the same expired test before either applies.
-    a = evaluate_shadow(w.settings, v2, actor=Actor.SENSOR, now=now)
-    b = evaluate_shadow(w.settings, v2, actor=Actor.SCHEDULE, now=now + timedelta(seconds=2))
-    apply_shadow_decision(w.settings, a)
+    a = evaluate_shadow(w.lc, v2, actor=Actor.SENSOR, now=now)
+    b = evaluate_shadow(w.lc, v2, actor=Actor.SCHEDULE, now=now + timedelta(seconds=2))
+    apply_shadow_decision(w.lc, a)
     with pytest.raises(StaleDecision, match="changed since it was evaluated"):
-        apply_shadow_decision(w.settings, b)
+        apply_shadow_decision(w.lc, b)
     assert w.store.get_decision(b.record.id).status == DecisionStatus.FAILED
     assert w.store.shadow_test(v2, w.name).extensions == 1
 
@@ -351,12 +350,12 @@ def test_an_extension_recorded_before_a_crash_is_finished_not_repeated(world: Wo
     v1 = w.bootstrap()
     v2 = w.start_shadow(v1, t0)
     now = t0 + DURATION + timedelta(seconds=1)
-    evaluation = evaluate_shadow(w.settings, v2, actor=Actor.SENSOR, now=now)
+    evaluation = evaluate_shadow(w.lc, v2, actor=Actor.SENSOR, now=now)
     # The crash: the decision was recorded and applied, the expiry was never moved.
-    registry_for(w.settings, w.client, w.store).apply(evaluation.record)
+    w.lc.registry.apply(evaluation.record)
     assert w.store.shadow_test(v2, w.name).extensions == 0
 
-    assert run_shadow_expiry(w.settings, actor=Actor.SENSOR, now=now) == []
+    assert run_shadow_expiry(w.lc, actor=Actor.SENSOR, now=now) == []
     test = w.store.shadow_test(v2, w.name)
     assert (test.extensions, test.expires_at) == (1, now + DURATION)
     extends = w.store.decisions(decision=Decision.EXTEND_SHADOW, model_name=w.name)
@@ -374,7 +373,7 @@ def promoted(w: World) -> tuple[str, str]:
     ids = mirrored_traffic(w, v1, v2, 60, t0 + timedelta(seconds=10), 0.6, 0.95)
     w.store.add_labels(list(zip(ids, truth(60), strict=True)), source="api")
     (decision,) = run_shadow_expiry(
-        w.settings, actor=Actor.SENSOR, now=t0 + DURATION + timedelta(seconds=1)
+        w.lc, actor=Actor.SENSOR, now=t0 + DURATION + timedelta(seconds=1)
     )
     assert decision.decision == Decision.PROMOTE
     return v1, v2
@@ -393,14 +392,14 @@ def test_probation_rolls_back_a_champion_whose_live_quality_fell(world: World):
     v1, v2 = promoted(w)
     live_traffic(w, v2, 60, accuracy=0.55)
 
-    result = check_probation_now(w.settings)
+    result = check_probation_now(w.lc)
     assert result.in_probation and result.rollback
     assert (result.champion_version, result.previous_champion_version) == (v2, v1)
     assert result.live_samples == 60
     assert result.evaluated_metric > result.live_metric + w.settings.policy.rollback_threshold
     assert "PROMOTE" in result.evaluated_source
 
-    record = run_probation(w.settings, actor=Actor.SENSOR, dagster_run_id="run-1")
+    record = run_probation(w.lc, actor=Actor.SENSOR, dagster_run_id="run-1")
     assert record is not None
     assert (record.decision, record.status) == (Decision.ROLLBACK, DecisionStatus.APPLIED)
     assert (record.champion_version, record.challenger_version) == (v2, v1)
@@ -413,7 +412,7 @@ def test_probation_rolls_back_a_champion_whose_live_quality_fell(world: World):
     stored = w.store.get_decision(record.id)
     assert stored.reasons == record.reasons
     # The restored champion came back by ROLLBACK: it is not in probation, nothing more happens.
-    assert run_probation(w.settings, actor=Actor.SENSOR) is None
+    assert run_probation(w.lc, actor=Actor.SENSOR) is None
     assert len(w.store.decisions(decision=Decision.ROLLBACK, model_name=w.name)) == 1
 
 
@@ -422,14 +421,14 @@ def test_probation_keeps_a_champion_whose_quality_holds(world: World):
     _, v2 = promoted(w)
     live_traffic(w, v2, 60, accuracy=0.95)
 
-    result = check_probation_now(w.settings)
+    result = check_probation_now(w.lc)
     assert result.in_probation and not result.rollback
     assert any("within rollback_threshold" in r for r in result.reasons)
-    assert run_probation(w.settings, actor=Actor.SCHEDULE) is None
+    assert run_probation(w.lc, actor=Actor.SCHEDULE) is None
     assert alias_version(w.client, w.name, Alias.CHAMPION) == v2
 
     later = result.promoted_at + w.settings.policy.probation_period + timedelta(seconds=1)
-    assert not check_probation_now(w.settings, now=later).in_probation
+    assert not check_probation_now(w.lc, now=later).in_probation
 
 
 # --- retention -----------------------------------------------------------------------------
@@ -448,7 +447,7 @@ def test_retention_prunes_old_rows_but_keeps_the_champions(world: World):
         + rows(w, v2, "shadow", ["s-new"], ["True"], recent, 5.0)
     )
 
-    report = run_retention(w.settings, now=now)
+    report = run_retention(w.lc, now=now)
     assert report.predictions_deleted == 2
     assert report.kept_versions == [v1]
     left = {(r.request_id, r.model_version) for r in w.store.predictions(model_name=w.name)}
@@ -460,7 +459,7 @@ def test_retention_prunes_old_rows_but_keeps_the_champions(world: World):
     assert "mlops.archived" not in w.client.get_run(run_v1).data.tags
     assert w.state(v2) == "rejected"  # reversible: nothing deleted, the registry unchanged
 
-    again = run_retention(w.settings, now=now)
+    again = run_retention(w.lc, now=now)
     assert (again.predictions_deleted, again.runs_archived) == (0, [])
 
 
@@ -476,19 +475,19 @@ def test_label_files_are_ingested_once_and_bad_ones_quarantined(world: World):
     good = write_label_file(w, "batch1.csv", [*ids, "never-served"], as_digits(truth(6)))
     content = good.read_bytes()
 
-    first = ingest_label_files(w.settings)
+    first = ingest_label_files(w.lc)
     (entry,) = first.files
     assert (entry.status, entry.accepted, entry.unknown_ids) == ("ingested", 6, 1)
     assert not good.exists()
     assert Path(entry.moved_to).parent == w.settings.labels_dir / "processed"
     assert Path(entry.moved_to).read_bytes() == content
     assert w.store.labels(ids) == dict(zip(ids, as_digits(truth(5)), strict=True))
-    assert ingest_label_files(w.settings).files == []
+    assert ingest_label_files(w.lc).files == []
 
     # A correction arrives by API; the same file dropped again must not undo it.
     w.store.add_labels([("r0", "False")], source="api")
     good.write_bytes(content)
-    (dup,) = ingest_label_files(w.settings).files
+    (dup,) = ingest_label_files(w.lc).files
     assert (dup.status, dup.accepted) == ("duplicate", 0)
     assert w.store.labels(["r0"]) == {"r0": "False"}
     assert len(list((w.settings.labels_dir / "processed").iterdir())) == 2
@@ -498,7 +497,7 @@ def test_label_files_are_ingested_once_and_bad_ones_quarantined(world: World):
     bad_encoding = w.settings.labels_dir / "latin1.csv"
     bad_encoding.write_bytes("request_id,label\nr1,caf\xe9\n".encode("latin-1"))
     bad_class = write_label_file(w, "unknown_class.csv", ["r2"], ["maybe"])
-    result = ingest_label_files(w.settings)
+    result = ingest_label_files(w.lc)
     assert {f.name: f.status for f in result.files} == {
         "latin1.csv": "quarantined",
         "unknown_class.csv": "quarantined",
@@ -518,3 +517,44 @@ def test_label_files_are_ingested_once_and_bad_ones_quarantined(world: World):
         assert report["problems"] and report["sha256"]
         assert (moved.parent / f"{path.name}.report.md").exists()
     assert w.store.labels(["r1", "r2"]) == {"r1": "0", "r2": "1"}  # unchanged by the bad files
+
+
+# --- one context per process ---------------------------------------------------------------
+
+
+def test_a_whole_cycle_opens_the_store_once(world: World, monkeypatch: pytest.MonkeyPatch):
+    """Bootstrap, a shadow test and its expiry, probation, retention, status: one store engine."""
+    import sqlalchemy
+
+    store_url = sqlalchemy.make_url(world.settings.lifecycle_db_url)
+    engines: list[sqlalchemy.Engine] = []
+    create_engine = sqlalchemy.create_engine
+
+    def counting(url, *args, **kwargs):
+        engine = create_engine(url, *args, **kwargs)
+        if engine.url == store_url:
+            engines.append(engine)
+        return engine
+
+    monkeypatch.setattr(sqlalchemy, "create_engine", counting)
+    with Lifecycle.open(world.settings) as lc:
+        w = World(world.settings, lc.client, lc.store, world.experiment_id)
+        t0 = utcnow() - timedelta(minutes=10)
+        v1 = w.new_version(holdout_f1=0.8)
+        lc.registry.set_candidate(v1, {})
+        boot = manager.manual_decision(lc, Decision.PROMOTE, v1, actor=Actor.API)
+        assert boot.decision == Decision.BOOTSTRAP
+        v2 = w.start_shadow(v1, t0)
+        ids = mirrored_traffic(w, v1, v2, 60, t0 + timedelta(seconds=10), 0.6, 0.95)
+        write_label_file(w, "labels.csv", ids, as_digits(truth(60)))
+        assert ingest_label_files(lc).accepted == 60
+        now = t0 + DURATION + timedelta(seconds=1)
+        (decision,) = run_shadow_expiry(lc, actor=Actor.SENSOR, now=now)
+        assert decision.decision == Decision.PROMOTE
+        live_traffic(w, v2, 60, accuracy=0.55)
+        rollback = run_probation(lc, actor=Actor.SENSOR)
+        assert rollback is not None and rollback.decision == Decision.ROLLBACK
+        run_retention(lc)
+        assert manager.status(lc)["champion"]["version"] == v1
+        assert manager.lineage(lc, v2)["version"] == v2
+    assert len(engines) == 1

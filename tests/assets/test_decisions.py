@@ -21,10 +21,11 @@ import pandas as pd
 import pytest
 from conftest import build_project, isolate_env
 from mlflow import MlflowClient
-from tests_support import free_port
+from tests_support import free_port, lifecycle_of
 
 from mlops_assets.datagen import generate_frame
 from mlops_assets.lifecycle import manager
+from mlops_assets.lifecycle.context import Lifecycle, alias_version
 from mlops_assets.lifecycle.manager import ChampionChallengerManager, StaleDecision
 from mlops_assets.lifecycle.policy import awaiting_manual_promotion
 from mlops_assets.lifecycle.records import DecisionRecord, DecisionStatus
@@ -88,14 +89,16 @@ def write_csv(settings: Settings, name: str, frame: pd.DataFrame) -> Path:
 
 def train_version(settings: Settings, path: Path) -> str:
     """Validate and train one file; return the registered version."""
-    result, moved = manager.validate_file(settings, path)
+    result, moved = manager.validate_file(lifecycle_of(settings), path)
     assert result.ok and moved is None, result.problems
-    return manager.train(settings, result).version
+    return manager.train(lifecycle_of(settings), result).version
 
 
 def judge(settings: Settings, version: str) -> DecisionRecord:
     """Evaluate a challenger against the champion and apply the decision (as the assets do)."""
-    return manager.apply_decision(settings, manager.evaluate(settings, version).record)
+    return manager.apply_decision(
+        lifecycle_of(settings), manager.evaluate(lifecycle_of(settings), version).record
+    )
 
 
 def client_of(settings: Settings) -> MlflowClient:
@@ -122,7 +125,7 @@ def champions_tagged(settings: Settings) -> list[str]:
 
 def decisions(settings: Settings) -> list[DecisionRecord]:
     """Every stored decision of the model, newest first."""
-    return manager.open_store(settings).decisions(model_name=settings.model_name, limit=None)
+    return lifecycle_of(settings).store.decisions(model_name=settings.model_name, limit=None)
 
 
 def assert_consistent(settings: Settings) -> str:
@@ -152,7 +155,7 @@ def make_champion(settings: Settings, version: str) -> None:
     """Make `version` the champion by a manual promotion unless it already is."""
     if aliases(settings).get(Alias.CHAMPION.value) != version:
         manager.manual_decision(
-            settings, Decision.PROMOTE, version, actor=Actor.API, reason="test reset"
+            lifecycle_of(settings), Decision.PROMOTE, version, actor=Actor.API, reason="test reset"
         )
     assert assert_consistent(settings) == version
 
@@ -235,7 +238,7 @@ def test_shuffled_labels_never_replace_the_champion(clean_champion) -> None:
     assert applied.decision == Decision.KEEP_CHAMPION
     assert applied.status == DecisionStatus.APPLIED
     assert (applied.champion_version, applied.challenger_version) == (champion, version)
-    stored = manager.open_store(settings).get_decision(applied.id)
+    stored = lifecycle_of(settings).store.get_decision(applied.id)
     assert stored is not None and stored.status == DecisionStatus.APPLIED
     assert stored.decision == Decision.KEEP_CHAMPION
     assert stored.sample_size and stored.sample_size >= settings.policy.min_holdout_rows
@@ -263,19 +266,19 @@ def test_more_informative_data_starts_a_shadow_test(blind_champion) -> None:
     path = write_csv(settings, "clean.csv", generate_frame(ROWS, seed=12))
     version = train_version(settings, path)
 
-    result = manager.evaluate(settings, version)
+    result = manager.evaluate(lifecycle_of(settings), version)
     assert result.champion_version == champion
     assert result.holdout_rows == result.record.sample_size
-    applied = manager.apply_decision(settings, result.record)
+    applied = manager.apply_decision(lifecycle_of(settings), result.record)
 
     assert applied.decision == Decision.START_SHADOW, applied.reasons
     assert_significant_gain(applied)
     assert aliases(settings) == {"champion": champion, "challenger": version}
     assert states(settings) == {champion: "champion", version: "shadow"}
-    tests = manager.open_store(settings).open_shadow_tests(settings.model_name)
+    tests = lifecycle_of(settings).store.open_shadow_tests(settings.model_name)
     assert [(t.version, t.opened_by) for t in tests] == [(version, applied.id)]
     assert tests[0].expires_at - tests[0].started_at == timedelta(days=14)
-    status = manager.status(settings)
+    status = manager.status(lifecycle_of(settings))
     assert status["champion"]["version"] == champion
     assert [s["version"] for s in status["shadows"]] == [version]
 
@@ -306,7 +309,7 @@ def test_reconcile_finishes_a_promote_that_crashed_after_the_aliases(direct_prom
     version = train_version(
         settings, write_csv(settings, "clean13.csv", generate_frame(ROWS, seed=13))
     )
-    record = manager.evaluate(settings, version).record
+    record = manager.evaluate(lifecycle_of(settings), version).record
     assert record.decision == Decision.PROMOTE, record.reasons
 
     previous = aliases(settings).get(Alias.PREVIOUS_CHAMPION.value)
@@ -315,7 +318,7 @@ def test_reconcile_finishes_a_promote_that_crashed_after_the_aliases(direct_prom
         if step == "after_aliases":
             raise Crash(step)
 
-    store = manager.open_store(settings)
+    store = lifecycle_of(settings).store
     registry = Registry(client_of(settings), settings.model_name, store, fault=fault)
     with store.transition_lock(settings.model_name, owner="crash-test"), pytest.raises(Crash):
         registry.apply(record)
@@ -326,7 +329,7 @@ def test_reconcile_finishes_a_promote_that_crashed_after_the_aliases(direct_prom
     assert states(settings)[blind] == ModelState.CHAMPION
     assert store.get_decision(record.id).status == DecisionStatus.PENDING
 
-    repaired = manager.reconcile(settings)
+    repaired = manager.reconcile(lifecycle_of(settings))
 
     assert [r.id for r in repaired] == [record.id]
     assert store.get_decision(record.id).status == DecisionStatus.APPLIED
@@ -339,7 +342,7 @@ def test_reconcile_finishes_a_promote_that_crashed_after_the_aliases(direct_prom
         ("previous-champion", previous, blind),
         ("champion", blind, version),
     ]
-    assert manager.reconcile(settings) == []
+    assert manager.reconcile(lifecycle_of(settings)) == []
 
 
 def test_two_concurrent_promotions_against_one_champion(direct_promotion) -> None:
@@ -350,7 +353,7 @@ def test_two_concurrent_promotions_against_one_champion(direct_promotion) -> Non
         version = train_version(
             settings, write_csv(settings, f"clean{seed}.csv", generate_frame(ROWS, seed=seed))
         )
-        record = manager.evaluate(settings, version).record
+        record = manager.evaluate(lifecycle_of(settings), version).record
         assert record.decision == Decision.PROMOTE, record.reasons
         assert record.champion_version == blind
         records.append(record)
@@ -361,7 +364,9 @@ def test_two_concurrent_promotions_against_one_champion(direct_promotion) -> Non
     def apply(record: DecisionRecord) -> None:
         barrier.wait()
         try:
-            outcomes[record.id] = manager.apply_decision(settings, record)
+            # Its own context, as a second cycle in another process would have.
+            with Lifecycle.open(settings) as lc:
+                outcomes[record.id] = manager.apply_decision(lc, record)
         except Exception as exc:  # the test inspects it
             outcomes[record.id] = exc
 
@@ -376,7 +381,7 @@ def test_two_concurrent_promotions_against_one_champion(direct_promotion) -> Non
     stale = [r for r in records if isinstance(outcomes[r.id], StaleDecision)]
     assert len(applied) == 1 and len(stale) == 1, outcomes
     winner, loser = applied[0], stale[0]
-    store = manager.open_store(settings)
+    store = lifecycle_of(settings).store
     assert store.get_decision(winner.id).status == DecisionStatus.APPLIED
     failed = store.get_decision(loser.id)
     assert failed.status == DecisionStatus.FAILED
@@ -411,11 +416,11 @@ def test_a_challenger_awaiting_promotion_is_not_judged_twice(manual_only) -> Non
     settings, _champion, version, applied = manual_only
     before = len(decisions(settings))
 
-    again = manager.evaluate(settings, version)
+    again = manager.evaluate(lifecycle_of(settings), version)
 
     assert again.already_decided
     assert again.record.id == applied.id
-    manager.apply_decision(settings, again.record)
+    manager.apply_decision(lifecycle_of(settings), again.record)
     assert len(decisions(settings)) == before
 
 
@@ -459,7 +464,5 @@ def test_python_api_trains_evaluates_and_reports(make_project) -> None:
         api.train_challenger(bad)
     assert not bad.exists()
     assert (api.settings.quarantine_dir / "bad.csv").exists()
-    champion = manager.alias_version(
-        client_of(api.settings), api.settings.model_name, Alias.CHAMPION
-    )
+    champion = alias_version(client_of(api.settings), api.settings.model_name, Alias.CHAMPION)
     assert champion == outcome.version

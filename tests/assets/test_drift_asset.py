@@ -10,6 +10,7 @@ import dagster as dg
 import pytest
 from click.testing import CliRunner
 from mlflow import MlflowClient
+from tests_support import lifecycle_of
 
 from mlops_assets.cli import main
 from mlops_assets.lifecycle import manager
@@ -106,7 +107,7 @@ def test_baseline_like_file_does_not_drift(champion_project, sample_csv, tmp_pat
     assert (meta["n_reference"], meta["n_current"]) == (300, 400)
     assert "| feature | method |" in meta["results"]
     assert drift_check(result).passed
-    rows = manager.open_store(settings).drift_results(
+    rows = lifecycle_of(settings).store.drift_results(
         settings.model_name, data_sha256=file_sha256(fresh)
     )
     assert len(rows) == meta["stored_rows"] > 0 and not any(r.drifted for r in rows)
@@ -118,7 +119,7 @@ def test_drifted_file_warns_names_the_features_and_blocks_nothing(
 ) -> None:
     settings, _ = champion_project
     drift = new_raw_file(settings, sample_csv, tmp_path, "drift_full.csv", seed=2, drift=True)
-    store = manager.open_store(settings)
+    store = lifecycle_of(settings).store
 
     result = materialize_drift(settings, drift)
 
@@ -145,7 +146,7 @@ def test_drifted_file_warns_names_the_features_and_blocks_nothing(
     assert {r.dagster_run_id for r in rows_again} == {again.run_id}
 
     # `mlops status` shows the latest drift.
-    status = manager.status(settings)
+    status = manager.status(lifecycle_of(settings))
     assert set(status["drift"]["drifted_features"]) == named
     assert status["drift"]["data_sha256"] == sha
     assert status["drift"]["reference_version"] == champion(settings)
@@ -187,7 +188,7 @@ def test_the_cycle_records_drift_against_the_champion_before_its_decision(
         "START_SHADOW",
         "PROMOTE",
     }
-    rows = manager.open_store(settings).drift_results(
+    rows = lifecycle_of(settings).store.drift_results(
         settings.model_name, data_sha256=file_sha256(drift)
     )
     assert rows and {r.reference_version for r in rows} == {before}

@@ -7,8 +7,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 from mlflow import MlflowClient
+from tests_support import lifecycle_of
 
-from mlops_assets.lifecycle import manager
 from mlops_assets.lifecycle.states import STATE_TAG, Alias, Decision
 from mlops_assets.lifecycle.training import read_run_text
 from mlops_assets.pipeline import run_cycle_for_file
@@ -53,7 +53,7 @@ def test_bootstrap_then_a_recorded_decision(make_project, sample_csv) -> None:
     assert second["success"], second.get("errors")
     decision = second["assets"]["champion_deployment"]["decision"]
     assert decision in {"KEEP_CHAMPION", "START_SHADOW", "PROMOTE"}
-    records = manager.open_store(settings).decisions(model_name=settings.model_name, limit=None)
+    records = lifecycle_of(settings).store.decisions(model_name=settings.model_name, limit=None)
     assert [r.decision.value for r in records] == [decision, "BOOTSTRAP"]
     latest = records[0]
     assert latest.reasons and all(isinstance(r, str) and r for r in latest.reasons)
@@ -71,7 +71,7 @@ def test_bootstrap_then_a_recorded_decision(make_project, sample_csv) -> None:
     assert again["assets"]["challenger_model"]["reused_existing_version"] is True
     assert len(_versions(settings)) == 2
     assert (
-        len(manager.open_store(settings).decisions(model_name=settings.model_name, limit=None)) == 2
+        len(lifecycle_of(settings).store.decisions(model_name=settings.model_name, limit=None)) == 2
     )
 
 

@@ -22,10 +22,9 @@ import pandas as pd
 import pytest
 from conftest import build_project, isolate_env
 from mlflow import MlflowClient
-from tests_support import free_port, project_env
+from tests_support import free_port, lifecycle_of, project_env
 
 from mlops_assets.datagen import generate_frame
-from mlops_assets.lifecycle import manager
 from mlops_assets.lifecycle.records import DecisionRecord, DecisionStatus, utcnow
 from mlops_assets.lifecycle.states import STATE_TAG, Decision
 from mlops_assets.settings import Settings, load_settings
@@ -101,7 +100,7 @@ class CliProject:
 
     def decisions(self) -> list[DecisionRecord]:
         """Every stored decision, newest first."""
-        store = manager.open_store(self.settings)
+        store = lifecycle_of(self.settings).store
         return store.decisions(model_name=self.settings.model_name, limit=None)
 
 
@@ -219,7 +218,7 @@ def test_lifecycle_through_the_console_script(cli_project: CliProject) -> None:
     assert [d["decision"] for d in status["last_decisions"][:2]] == ["ROLLBACK", "PROMOTE"]
 
     # --- which version was champion at time T ---------------------------------------------
-    store = manager.open_store(p.settings)
+    store = lifecycle_of(p.settings).store
     moves = store.alias_history(name, "champion")
     assert [(m.from_version, m.to_version, m.actor) for m in moves] == [
         (None, "1", "cli"),

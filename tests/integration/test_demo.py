@@ -18,9 +18,8 @@ from pathlib import Path
 import pytest
 from conftest import build_project
 from mlflow import MlflowClient
-from tests_support import free_port, project_env
+from tests_support import free_port, lifecycle_of, project_env
 
-from mlops_assets.lifecycle import manager
 from mlops_assets.lifecycle.states import Decision
 from mlops_assets.settings import load_settings
 
@@ -81,7 +80,7 @@ def test_demo_runs_the_whole_lifecycle_and_is_safe_to_rerun(tmp_path: Path) -> N
     assert not _listening(port), "the demo left its server running"
 
     settings = load_settings(root / "config" / "config.yaml")
-    store = manager.open_store(settings)
+    store = lifecycle_of(settings).store
     decisions = store.decisions(model_name=settings.model_name, limit=None)
     assert decisions[0].decision.value == decided.group(1)
     assert decisions[-1].decision == Decision.BOOTSTRAP

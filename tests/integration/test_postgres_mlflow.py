@@ -7,6 +7,7 @@ import uuid
 
 import pytest
 from mlflow import MlflowClient
+from tests_support import lifecycle_of
 
 from mlops_assets.lifecycle import manager
 from mlops_assets.pipeline import run_cycle_for_file
@@ -47,8 +48,8 @@ def test_cycle_with_mlflow_and_lifecycle_store_on_postgres(
     client = MlflowClient(PG_MLFLOW)
     champ = client.get_model_version_by_alias(settings.model_name, "champion")
     assert champ.tags["lifecycle.state"] == "champion"
-    decisions = manager.open_store(settings).decisions(
+    decisions = lifecycle_of(settings).store.decisions(
         version=champ.version, model_name=settings.model_name, limit=None
     )
     assert [d.decision.value for d in decisions] == ["BOOTSTRAP"]
-    assert manager.status(settings)["champion"]["version"] == str(champ.version)
+    assert manager.status(lifecycle_of(settings))["champion"]["version"] == str(champ.version)

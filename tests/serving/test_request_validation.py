@@ -11,8 +11,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from mlops_assets.lifecycle.classes import normalise_label
 from mlops_assets.lifecycle.schema import FeatureSpec, InputSchema
-from serving.app import normalise_label
 from serving.predlog import PredictionLogWriter, StoreUnavailable
 from serving.validation import MAX_REPORTED_ERRORS, validate_batch, validate_records
 

@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from scipy import stats
+from tests_support import lifecycle_of
 
 from mlops_assets.lifecycle.drift import (
     PSI_THRESHOLD,
@@ -210,7 +211,7 @@ def current(drift: bool, seed: int, samples: int = 600) -> pd.DataFrame:
 def test_no_champion_means_no_drift_computed(project) -> None:
     from mlops_assets.lifecycle.drift import drift_against_champion
 
-    report = drift_against_champion(project, current(False, 1), "abc")
+    report = drift_against_champion(lifecycle_of(project), current(False, 1), "abc")
     assert not report.computed
     assert report.reference_version is None and report.results == []
     assert report.drifted_features == [] and report.n_current == 600
@@ -224,7 +225,7 @@ def test_drift_against_the_champions_training_files(project, sample_csv) -> None
     train = sample_csv(project.raw_dir, samples=600, seed=5)
     version = register_champion(project, train)
 
-    drifted = drift_against_champion(project, current(True, 11), "d" * 64)
+    drifted = drift_against_champion(lifecycle_of(project), current(True, 11), "d" * 64)
     assert drifted.computed and drifted.reference_version == version
     assert drifted.reference_source == "training files"
     assert drifted.reference_files == [train.name]
@@ -234,7 +235,7 @@ def test_drift_against_the_champions_training_files(project, sample_csv) -> None
     assert {r.method for r in drifted.results} == {"psi", "ks", "chi_square"}
     assert "features drifted" in drifted.note and "monthly_charges" in drifted.note
 
-    quiet = drift_against_champion(project, current(False, 12), "b" * 64)
+    quiet = drift_against_champion(lifecycle_of(project), current(False, 12), "b" * 64)
     assert quiet.computed and quiet.drifted_features == [], quiet.note
 
 
@@ -246,11 +247,11 @@ def test_reference_found_under_another_name_then_from_the_holdout(project, sampl
     register_champion(project, train)
     renamed = train.with_name("renamed.csv")
     train.rename(renamed)
-    report = drift_against_champion(project, current(True, 11), "d" * 64)
+    report = drift_against_champion(lifecycle_of(project), current(True, 11), "d" * 64)
     assert report.reference_source == "training files" and report.n_reference == 600
 
     renamed.unlink()
-    report = drift_against_champion(project, current(True, 11), "d" * 64)
+    report = drift_against_champion(lifecycle_of(project), current(True, 11), "d" * 64)
     assert report.computed and report.reference_source == "holdout artifact"
     assert 0 < report.n_reference < 600
     assert "__row_id" not in {r.feature for r in report.results}
@@ -264,12 +265,12 @@ def test_the_runs_training_sample_stands_in_before_the_holdout(project, sample_c
     train = sample_csv(project.raw_dir, samples=600, seed=5)
     register_champion(project, train, reference=True)
     train.unlink()
-    report = drift_against_champion(project, current(True, 11), "d" * 64)
+    report = drift_against_champion(lifecycle_of(project), current(True, 11), "d" * 64)
     assert report.computed and report.reference_source == "training sample artifact"
     # The training split: most of the 600 rows (the holdout alone would be a few dozen).
     assert 300 < report.n_reference < 600
     assert {"monthly_charges", "contract"} <= set(report.drifted_features)
-    quiet = drift_against_champion(project, current(False, 12), "b" * 64)
+    quiet = drift_against_champion(lifecycle_of(project), current(False, 12), "b" * 64)
     assert quiet.drifted_features == [], quiet.note
 
 
@@ -280,13 +281,13 @@ def test_no_reference_data_or_schema_is_reported_not_raised(project, sample_csv)
     train = sample_csv(project.raw_dir, samples=200, seed=5)
     version = register_champion(project, train, holdout=False)
     train.unlink()
-    report = drift_against_champion(project, current(True, 11), "d" * 64)
+    report = drift_against_champion(lifecycle_of(project), current(True, 11), "d" * 64)
     assert not report.computed and report.reference_version == version
     assert train.name in report.note and report.results == []
 
     train = sample_csv(project.raw_dir, samples=200, seed=5)
     version = register_champion(project, train, schema=False)
-    report = drift_against_champion(project, current(True, 11), "d" * 64)
+    report = drift_against_champion(lifecycle_of(project), current(True, 11), "d" * 64)
     assert not report.computed and report.reference_version == version
     assert "no stored input schema" in report.note
 
