@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from typing import Any, Self
 
 import sqlalchemy as sa
@@ -12,7 +13,7 @@ from sqlalchemy.dialects import postgresql as pg_dialect
 from sqlalchemy.dialects import sqlite as sqlite_dialect
 from sqlalchemy.engine import Connection
 
-from mlops_assets.lifecycle.store.engine import create_store_engine
+from mlops_assets.lifecycle.store.engine import as_utc, create_store_engine
 from mlops_assets.lifecycle.store.migrations import upgrade
 
 _CHUNK = 500  # ids per IN (...) clause: far below SQLite's and PostgreSQL's parameter limits
@@ -74,6 +75,18 @@ class StoreBase:
     def _read(self) -> Iterator[Connection]:
         with self.engine.connect() as conn:
             yield conn
+
+    def database_now(self) -> datetime:
+        """The database's current time (UTC): the one clock every host sharing the store reads."""
+        with self._read() as conn:
+            return self._db_now(conn)
+
+    def _db_now(self, conn: Connection) -> datetime:
+        if self.engine.dialect.name == "sqlite":
+            # CURRENT_TIMESTAMP has whole seconds only; 'now' is UTC, %f gives milliseconds.
+            text = conn.execute(sa.select(sa.func.strftime("%Y-%m-%d %H:%M:%f", "now"))).scalar()
+            return datetime.fromisoformat(text).replace(tzinfo=UTC)
+        return as_utc(conn.execute(sa.select(sa.func.now())).scalar())
 
     def _insert(self, table: sa.Table) -> Any:
         dialect = pg_dialect if self.engine.dialect.name == "postgresql" else sqlite_dialect

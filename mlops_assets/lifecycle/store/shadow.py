@@ -159,6 +159,17 @@ class ShadowTestsMixin(StoreBase):
     def expired_shadow_tests(
         self, model_name: str, now: datetime | None = None
     ) -> list[ShadowTest]:
-        """Open shadow tests whose expiry is at or before `now`."""
-        now = as_utc(now) if now else utcnow()
-        return [t for t in self.open_shadow_tests(model_name) if t.expires_at <= now]
+        """Open shadow tests whose expiry is at or before `now` (default: the database's time).
+
+        The database's clock is the one every host sharing the store agrees on; `now` lets a
+        caller (or a test) judge at another time.
+        """
+        t = shadow_tests_table
+        with self._read() as conn:
+            at = as_utc(now) if now else self._db_now(conn)
+            q = (
+                sa.select(t)
+                .where(t.c.model_name == model_name, t.c.status == "open", t.c.expires_at <= at)
+                .order_by(t.c.expires_at, t.c.seq)
+            )
+            return [self._shadow_from_row(r) for r in conn.execute(q)]
