@@ -19,7 +19,8 @@ Where things are:
 - `tables`: the tables; `migrations`: schema versions and `upgrade`;
 - `base`: `StoreBase`, the engine of one store and its read/write transactions;
 - one mixin per concern: `decisions` (decisions and alias history), `predictions` (the
-  prediction log), `labels`, `locks`, `shadow` (shadow tests), `drift`;
+  prediction log), `labels`, `locks` (leases on the database's clock, refreshed while held;
+  a dead holder is taken over), `shadow` (shadow tests), `drift`;
 - `models` and `errors`: what the store takes, returns and raises.
 """
 
@@ -35,7 +36,13 @@ from mlops_assets.lifecycle.store.engine import (
 )
 from mlops_assets.lifecycle.store.errors import DecisionConflict, LockBusy, LockLost, StoreError
 from mlops_assets.lifecycle.store.labels import LabelsMixin
-from mlops_assets.lifecycle.store.locks import LocksMixin
+from mlops_assets.lifecycle.store.locks import (
+    DEFAULT_LOCK_TTL,
+    LocksMixin,
+    holder_identity,
+    pid_alive,
+    stale_reason,
+)
 from mlops_assets.lifecycle.store.migrations import (
     CURRENT_SCHEMA_VERSION,
     MIGRATIONS,
@@ -51,6 +58,7 @@ from mlops_assets.lifecycle.store.models import (
     Role,
     RoleStats,
     ShadowTest,
+    StaleLock,
 )
 from mlops_assets.lifecycle.store.predictions import PredictionLogMixin
 from mlops_assets.lifecycle.store.shadow import ShadowTestsMixin
@@ -81,6 +89,7 @@ class LifecycleStore(
 
 __all__ = [
     "CURRENT_SCHEMA_VERSION",
+    "DEFAULT_LOCK_TTL",
     "MIGRATIONS",
     "PREDICTION_LOG_COLUMNS",
     "AliasMove",
@@ -95,6 +104,7 @@ __all__ = [
     "Role",
     "RoleStats",
     "ShadowTest",
+    "StaleLock",
     "StoreError",
     "UTCDateTime",
     "VersionText",
@@ -104,12 +114,15 @@ __all__ = [
     "decision_content",
     "decisions_table",
     "drift_results_table",
+    "holder_identity",
     "labels_table",
     "locks_table",
     "metadata",
+    "pid_alive",
     "prediction_log_table",
     "schema_version_table",
     "shadow_tests_table",
+    "stale_reason",
     "stored_schema_version",
     "upgrade",
 ]

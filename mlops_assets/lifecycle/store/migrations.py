@@ -22,14 +22,13 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from mlops_assets.lifecycle.records import utcnow
-from mlops_assets.lifecycle.store.engine import sqlite_file
+from mlops_assets.lifecycle.store.engine import UTCDateTime, sqlite_file
 from mlops_assets.lifecycle.store.errors import StoreError
 from mlops_assets.lifecycle.store.tables import (
     alias_history_table,
     decisions_table,
     drift_results_table,
     labels_table,
-    locks_table,
     prediction_log_table,
     schema_version_table,
     shadow_tests_table,
@@ -55,8 +54,21 @@ def _m1_core(conn: Connection) -> None:
     )
 
 
+# The locks table as shipped in v2 (v5 added the holder's host, pid and pid namespace).
+_V2_LOCKS = sa.Table(
+    "locks",
+    sa.MetaData(),
+    sa.Column("name", sa.String(255), primary_key=True),
+    sa.Column("owner", sa.String(255), nullable=False),
+    sa.Column("token", sa.String(64), nullable=False),
+    sa.Column("acquired_at", UTCDateTime, nullable=False),
+    sa.Column("expires_at", UTCDateTime, nullable=False),
+)
+_V5_LOCK_COLUMNS = ("host VARCHAR(255)", "pid INTEGER", "pid_namespace VARCHAR(64)")
+
+
 def _m2_locks_and_shadow_tests(conn: Connection) -> None:
-    for table in (locks_table, shadow_tests_table):
+    for table in (_V2_LOCKS, shadow_tests_table):
         table.create(conn)
 
 
@@ -68,6 +80,13 @@ def _m4_drop_redundant_prediction_index(conn: Connection) -> None:
     conn.exec_driver_sql(f"DROP INDEX IF EXISTS {_V1_PREDICTION_REQUEST_INDEX}")
 
 
+def _m5_lock_holder(conn: Connection) -> None:
+    # ADD COLUMN of a nullable column: plain DDL on both backends (rows held now get NULLs,
+    # which only their lease can free).
+    for column in _V5_LOCK_COLUMNS:
+        conn.exec_driver_sql(f"ALTER TABLE locks ADD COLUMN {column}")
+
+
 MIGRATIONS: list[tuple[int, str, Callable[[Connection], None]]] = [
     (1, "decisions, alias history, prediction log, labels", _m1_core),
     (2, "transition locks and shadow tests", _m2_locks_and_shadow_tests),
@@ -77,6 +96,7 @@ MIGRATIONS: list[tuple[int, str, Callable[[Connection], None]]] = [
         "prediction log: drop the request_id index the unique key covers",
         _m4_drop_redundant_prediction_index,
     ),
+    (5, "transition locks: the holder's host, pid and pid namespace", _m5_lock_holder),
 ]
 CURRENT_SCHEMA_VERSION = MIGRATIONS[-1][0]
 

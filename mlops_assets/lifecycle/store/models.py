@@ -73,13 +73,29 @@ class ShadowTest(BaseModel):
 
 
 class LockInfo(BaseModel):
-    """Who holds a transition lock, and until when."""
+    """Who holds a transition lock (owner, host, pid), and until when."""
 
     name: str
     owner: str
     token: str
     acquired_at: datetime
     expires_at: datetime
+    host: str | None = None  # None: taken before schema v5
+    pid: int | None = None
+    pid_namespace: str | None = None
+
+    @property
+    def holder(self) -> str:
+        """The owner with its host and pid, for messages ("cycle-1 (web-2:4242)")."""
+        where = f"{self.host}:{self.pid}" if self.host else "host unknown"
+        return f"{self.owner} ({where})"
+
+
+class StaleLock(BaseModel):
+    """A lock whose holder is gone: why it is stale, and whose it was."""
+
+    lock: LockInfo
+    reason: str
 
 
 class DriftRow(BaseModel):

@@ -102,6 +102,11 @@ locks_table = sa.Table(
     sa.Column("token", sa.String(64), nullable=False),
     sa.Column("acquired_at", UTCDateTime, nullable=False),
     sa.Column("expires_at", UTCDateTime, nullable=False),
+    # Who holds it (v5): a holder on this host whose pid is gone is taken over at once. The pid
+    # namespace tells containers that share a host name apart (their pids are not ours).
+    sa.Column("host", sa.String(255)),
+    sa.Column("pid", sa.Integer),
+    sa.Column("pid_namespace", sa.String(64)),
 )
 
 shadow_tests_table = sa.Table(
