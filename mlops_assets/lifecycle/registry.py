@@ -14,9 +14,11 @@ never two champions (the `champion` alias is unique by construction, and the old
 tagged `archived` before the new one is tagged `champion`). `reconcile` re-applies every pending
 decision and then repairs stray `champion` tags.
 
-A KEEP_CHAMPION for a candidate that passed the gate while `auto_promotion` is off
-(`policy.awaiting_manual_promotion`) leaves it a `candidate`, not `rejected`, so that
-`mlops promote VERSION` stays possible; its decision tags are still written.
+A KEEP_CHAMPION for a candidate that passed the gate while `auto_promotion` is off leaves it a
+`candidate`, not `rejected`, so that `mlops promote VERSION` stays possible; its decision tags
+are still written. That is read from the record's typed checks
+(`verdict.awaiting_manual_promotion`), never from the wording of its reasons; a record stored
+before checks existed has none and is treated as an ordinary KEEP_CHAMPION.
 
 Aliases are the source of truth for what is served; tags and the decision log record why.
 The caller holds `LifecycleStore.transition_lock(model_name, ...)` around a decide-and-apply
@@ -35,10 +37,10 @@ from typing import TYPE_CHECKING
 
 from mlflow.exceptions import MlflowException
 
-from mlops_assets.lifecycle.policy import awaiting_manual_promotion
 from mlops_assets.lifecycle.records import DecisionRecord, DecisionStatus, utcnow
-from mlops_assets.lifecycle.states import STATE_TAG, Alias, Decision, ModelState, is_allowed_move
+from mlops_assets.lifecycle.states import Alias, Decision, ModelState, Tag, is_allowed_move
 from mlops_assets.lifecycle.store import LifecycleStore, StoreError, as_utc, decision_content
+from mlops_assets.lifecycle.verdict import awaiting_manual_promotion
 from mlops_assets.settings import ChampionChallengerPolicy, parse_duration
 
 if TYPE_CHECKING:
@@ -47,17 +49,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-DECISION_TAG = "lifecycle.decision_id"
-REASONS_TAG = "lifecycle.reasons"
-PROMOTED_AT_TAG = "lifecycle.promoted_at"
-ARCHIVED_AT_TAG = "lifecycle.archived_at"
-REJECTED_AT_TAG = "lifecycle.rejected_at"
-ROLLED_BACK_TAG = "lifecycle.rolled_back"
 REASONS_MAX_CHARS = 1000  # MLflow allows 8000 per tag value; the full reasons are in the store
 
-# Named points where `fault(step)` is called; tests raise there to simulate a crash.
-# `after_alias:<alias>` is also called after each single alias move.
-FAULT_POINTS = ("after_record", "after_aliases", "after_tags")
+# Old spelling of `Tag.ROLLED_BACK`, kept until tests/assets/test_automation.py imports `Tag`.
+ROLLED_BACK_TAG = Tag.ROLLED_BACK.value
 
 
 class RegistryError(RuntimeError):
@@ -136,7 +131,7 @@ class Registry:
 
     def state_of(self, version: str) -> ModelState | None:
         """The `lifecycle.state` tag of a version (None when it has none)."""
-        value = self.tags_of(version).get(STATE_TAG)
+        value = self.tags_of(version).get(Tag.STATE)
         return ModelState(value) if value else None
 
     def versions(self) -> list[ModelVersion]:
@@ -155,7 +150,7 @@ class Registry:
     def versions_in(self, state: ModelState) -> list[str]:
         """Versions whose `lifecycle.state` tag is `state`, oldest first."""
         return [
-            str(mv.version) for mv in self.versions() if (mv.tags or {}).get(STATE_TAG) == state
+            str(mv.version) for mv in self.versions() if (mv.tags or {}).get(Tag.STATE) == state
         ]
 
     def rollback_target(self) -> str | None:
@@ -172,7 +167,7 @@ class Registry:
         for key, value in (tags or {}).items():
             self.client.set_model_version_tag(self.model_name, str(version), key, str(value))
         self.client.set_model_version_tag(
-            self.model_name, str(version), STATE_TAG, ModelState.CANDIDATE.value
+            self.model_name, str(version), Tag.STATE, ModelState.CANDIDATE.value
         )
 
     # --- apply -------------------------------------------------------------------------------
@@ -255,7 +250,7 @@ class Registry:
             return True
         for version in {record.champion_version, record.challenger_version} - {None}:
             try:
-                if self.tags_of(str(version)).get(DECISION_TAG) == record.id:
+                if self.tags_of(str(version)).get(Tag.DECISION_ID) == record.id:
                     return True
             except IllegalMove:  # the version does not exist
                 continue
@@ -293,7 +288,7 @@ class Registry:
             plan.aliases.append((Alias.CHAMPION, v))
             if challenger == v:
                 plan.aliases.append((Alias.CHALLENGER, None))
-            plan.tags.append(_TagChange(v, ModelState.CHAMPION, {PROMOTED_AT_TAG: when}))
+            plan.tags.append(_TagChange(v, ModelState.CHAMPION, {Tag.PROMOTED_AT: when}))
         elif d == Decision.PROMOTE:
             v = need(v, "challenger")
             if c is not None:
@@ -311,8 +306,8 @@ class Registry:
             if challenger == v:
                 plan.aliases.append((Alias.CHALLENGER, None))
             if c is not None:
-                plan.tags.append(_TagChange(c, ModelState.ARCHIVED, {ARCHIVED_AT_TAG: when}))
-            plan.tags.append(_TagChange(v, ModelState.CHAMPION, {PROMOTED_AT_TAG: when}))
+                plan.tags.append(_TagChange(c, ModelState.ARCHIVED, {Tag.ARCHIVED_AT: when}))
+            plan.tags.append(_TagChange(v, ModelState.CHAMPION, {Tag.PROMOTED_AT: when}))
         elif d == Decision.START_SHADOW:
             v = need(v, "challenger")
             if champion == v:
@@ -335,7 +330,7 @@ class Registry:
                 raise IllegalMove(f"v{v} is the champion; roll back or promote another instead")
             if challenger == v:
                 plan.aliases.append((Alias.CHALLENGER, None))
-            plan.tags.append(_TagChange(v, ModelState.REJECTED, {REJECTED_AT_TAG: when}))
+            plan.tags.append(_TagChange(v, ModelState.REJECTED, {Tag.REJECTED_AT: when}))
         elif d == Decision.EXTEND_SHADOW:
             v = need(v, "challenger")
             if self._state(v) != ModelState.SHADOW:
@@ -349,16 +344,16 @@ class Registry:
                 raise IllegalMove(
                     f"the champion is v{champion}, not v{c}; this rollback is out of date"
                 )
-            if self.tags_of(p).get(ROLLED_BACK_TAG) == "true":
+            if self.tags_of(p).get(Tag.ROLLED_BACK) == "true":
                 raise IllegalMove(
                     f"v{p} was itself rolled back from; promote it explicitly if you mean it"
                 )
             plan.aliases.append((Alias.CHAMPION, p))
             plan.aliases.append((Alias.PREVIOUS_CHAMPION, self._newest_archived(exclude={c, p})))
             plan.tags.append(
-                _TagChange(c, ModelState.ARCHIVED, {ARCHIVED_AT_TAG: when, ROLLED_BACK_TAG: "true"})
+                _TagChange(c, ModelState.ARCHIVED, {Tag.ARCHIVED_AT: when, Tag.ROLLED_BACK: "true"})
             )
-            plan.tags.append(_TagChange(p, ModelState.CHAMPION, {PROMOTED_AT_TAG: when}))
+            plan.tags.append(_TagChange(p, ModelState.CHAMPION, {Tag.PROMOTED_AT: when}))
         else:  # pragma: no cover - Decision is closed
             raise IllegalMove(f"unknown decision {d}")
 
@@ -374,6 +369,7 @@ class Registry:
     def _awaits_promotion(self, record: DecisionRecord, version: str | None) -> bool:
         """A KEEP_CHAMPION whose candidate passed the gate and waits for a manual promotion.
 
+        Decided from the record's checks (`awaiting_manual_promotion`), never its reasons.
         Only a version that is still a candidate qualifies (before and after the move, so a
         re-run after a crash plans the same); a shadow that gets KEEP_CHAMPION is rejected as
         usual, which ends its shadow test.
@@ -391,11 +387,11 @@ class Registry:
         for mv in self.versions():
             version = str(mv.version)
             tags = mv.tags or {}
-            if version in exclude or tags.get(STATE_TAG) != ModelState.ARCHIVED:
+            if version in exclude or tags.get(Tag.STATE) != ModelState.ARCHIVED:
                 continue
-            if tags.get(ROLLED_BACK_TAG) == "true":
+            if tags.get(Tag.ROLLED_BACK) == "true":
                 continue
-            key = (tags.get(ARCHIVED_AT_TAG, ""), int(version), version)
+            key = (tags.get(Tag.ARCHIVED_AT, ""), int(version), version)
             if best is None or key > best:
                 best = key
         return best[2] if best else None
@@ -432,18 +428,18 @@ class Registry:
         }
         champion_move = moved.get(Alias.CHAMPION.value)
         if champion_move is not None:
-            for key in (PROMOTED_AT_TAG, ARCHIVED_AT_TAG):
+            for key in (Tag.PROMOTED_AT, Tag.ARCHIVED_AT):
                 if key in extra:
                     extra[key] = champion_move.time.isoformat()
-        wanted = {**extra, STATE_TAG: change.state.value, DECISION_TAG: record.id}
+        wanted = {**extra, Tag.STATE: change.state.value, Tag.DECISION_ID: record.id}
         if record.reasons:
-            wanted[REASONS_TAG] = _truncate(" ".join(record.reasons))
+            wanted[Tag.REASONS] = _truncate(" ".join(record.reasons))
         current = self.tags_of(change.version)
-        if change.state == ModelState.CHAMPION and ROLLED_BACK_TAG in current:
+        if change.state == ModelState.CHAMPION and Tag.ROLLED_BACK in current:
             # Promoted again on purpose: it may be a rollback target once more later.
-            self.client.delete_model_version_tag(self.model_name, change.version, ROLLED_BACK_TAG)
+            self.client.delete_model_version_tag(self.model_name, change.version, Tag.ROLLED_BACK)
         # The state tag goes last: it is what marks this step done for the version.
-        for key in sorted(wanted, key=lambda k: k == STATE_TAG):
+        for key in sorted(wanted, key=lambda k: k == Tag.STATE):
             if current.get(key) != wanted[key]:
                 self.client.set_model_version_tag(self.model_name, change.version, key, wanted[key])
 
@@ -509,18 +505,18 @@ class Registry:
         now = utcnow().isoformat()
         for mv in self.versions():
             version = str(mv.version)
-            state = (mv.tags or {}).get(STATE_TAG)
+            state = (mv.tags or {}).get(Tag.STATE)
             if state == ModelState.CHAMPION and version != champion:
-                self.client.set_model_version_tag(self.model_name, version, ARCHIVED_AT_TAG, now)
+                self.client.set_model_version_tag(self.model_name, version, Tag.ARCHIVED_AT, now)
                 self.client.set_model_version_tag(
-                    self.model_name, version, STATE_TAG, ModelState.ARCHIVED.value
+                    self.model_name, version, Tag.STATE, ModelState.ARCHIVED.value
                 )
                 fixes.append(f"v{version} was tagged champion without the alias; now archived")
             elif version == champion and state != ModelState.CHAMPION:
                 src = ModelState(state) if state else ModelState.CANDIDATE
                 if is_allowed_move(src, ModelState.CHAMPION):
                     self.client.set_model_version_tag(
-                        self.model_name, version, STATE_TAG, ModelState.CHAMPION.value
+                        self.model_name, version, Tag.STATE, ModelState.CHAMPION.value
                     )
                     fixes.append(f"v{version} holds the champion alias; tagged champion")
                 else:

@@ -10,20 +10,17 @@ from pathlib import Path
 
 import pytest
 from mlflow import MlflowClient
+from verdict_scenarios import pair, policy, reword_every_template
 
+from mlops_assets.lifecycle.policy import decide_offline, decide_shadow
 from mlops_assets.lifecycle.records import DecisionRecord, DecisionStatus, utcnow
-from mlops_assets.lifecycle.registry import (
-    ARCHIVED_AT_TAG,
-    DECISION_TAG,
-    PROMOTED_AT_TAG,
-    REASONS_TAG,
-    ROLLED_BACK_TAG,
-    IllegalMove,
-    Registry,
-    RegistryError,
-)
-from mlops_assets.lifecycle.states import STATE_TAG, Actor, Alias, Decision, ModelState
+from mlops_assets.lifecycle.registry import IllegalMove, Registry, RegistryError
+from mlops_assets.lifecycle.states import Actor, Alias, Decision, ModelState, Tag
 from mlops_assets.lifecycle.store import LifecycleStore
+from mlops_assets.lifecycle.verdict import Check, CheckName, awaiting_manual_promotion, check
+from mlops_assets.settings import ChampionChallengerPolicy
+
+ACTOR = Actor.SCHEDULE
 
 
 class Crash(Exception):
@@ -77,7 +74,7 @@ class Env:
     def states(self) -> dict[str, str | None]:
         out = {}
         for mv in self.client.search_model_versions(f"name='{self.name}'"):
-            out[str(mv.version)] = (mv.tags or {}).get(STATE_TAG)
+            out[str(mv.version)] = (mv.tags or {}).get(Tag.STATE)
         return out
 
     def tags(self, version: str) -> dict[str, str]:
@@ -158,10 +155,10 @@ def test_bootstrap_makes_the_first_champion(env: Env):
     assert applied.status == DecisionStatus.APPLIED
     assert env.aliases() == {"champion": v1}
     tags = env.tags(v1)
-    assert tags[STATE_TAG] == "champion"
-    assert tags[DECISION_TAG] == applied.id
-    assert tags[REASONS_TAG] == "BOOTSTRAP in a test."
-    assert tags[PROMOTED_AT_TAG] == env.store.alias_history(env.name)[0].time.isoformat()
+    assert tags[Tag.STATE] == "champion"
+    assert tags[Tag.DECISION_ID] == applied.id
+    assert tags[Tag.REASONS] == "BOOTSTRAP in a test."
+    assert tags[Tag.PROMOTED_AT] == env.store.alias_history(env.name)[0].time.isoformat()
     assert env.history(applied.id) == [("champion", None, v1)]
     with pytest.raises(IllegalMove, match="cannot become a candidate"):
         reg.set_candidate(v1, {})
@@ -183,8 +180,8 @@ def test_start_shadow_then_promote(env: Env):
     assert promote.status == DecisionStatus.APPLIED
     assert env.aliases() == {"champion": v2, "previous-champion": v1}
     assert env.states() == {v1: "archived", v2: "champion"}
-    assert ARCHIVED_AT_TAG in env.tags(v1)
-    assert env.tags(v2)[PROMOTED_AT_TAG] == env.tags(v1)[ARCHIVED_AT_TAG]
+    assert Tag.ARCHIVED_AT in env.tags(v1)
+    assert env.tags(v2)[Tag.PROMOTED_AT] == env.tags(v1)[Tag.ARCHIVED_AT]
     assert env.history(promote.id) == [
         ("previous-champion", None, v1),
         ("champion", v1, v2),
@@ -213,7 +210,7 @@ def test_keep_champion_and_reject_end_a_shadow_test(env: Env, kind: Decision):
     rec = reg.apply(env.record(kind, challenger=v2, champion=v1))
     assert env.aliases() == {"champion": v1}
     assert env.states() == {v1: "champion", v2: "rejected"}
-    assert env.tags(v2)[DECISION_TAG] == rec.id
+    assert env.tags(v2)[Tag.DECISION_ID] == rec.id
     assert env.store.shadow_test(v2, env.name).status == "closed"
     # A candidate rejected at the offline gate never had the challenger alias.
     v3 = env.new_version()
@@ -250,7 +247,7 @@ def test_promote_then_rollback_round_trip(env: Env):
     assert rollback.status == DecisionStatus.APPLIED
     assert env.aliases() == {"champion": v1}
     assert env.states() == {v1: "champion", v2: "archived"}
-    assert env.tags(v2)[ROLLED_BACK_TAG] == "true"
+    assert env.tags(v2)[Tag.ROLLED_BACK] == "true"
     assert env.champions_tagged() == [v1]
     assert reg.rollback_target() is None  # v2 was rolled back from: not a target
     assert env.history(rollback.id) == [("champion", v2, v1), ("previous-champion", v1, None)]
@@ -267,7 +264,7 @@ def test_promote_then_rollback_round_trip(env: Env):
     # Promoting the rolled-back version again on purpose clears its rolled-back mark.
     again = reg.apply(env.record(Decision.PROMOTE, challenger=v2, champion=v1))
     assert env.aliases() == {"champion": v2, "previous-champion": v1}
-    assert ROLLED_BACK_TAG not in env.tags(v2)
+    assert Tag.ROLLED_BACK not in env.tags(v2)
     assert env.champions_tagged() == [v2]
     assert env.history(again.id) == [("previous-champion", None, v1), ("champion", v1, v2)]
     assert env.store.version_at(env.name, "champion", utcnow()) == v2
@@ -363,7 +360,7 @@ def test_reconcile_finishes_a_promote_that_crashed(env: Env, point: str):
 def test_crash_between_the_two_tag_writes_never_makes_two_champions(env: Env):
     v1 = bootstrap(env)
     v2 = shadow(env, v1)
-    env.client.crash_on = (v2, STATE_TAG, "champion")
+    env.client.crash_on = (v2, Tag.STATE, "champion")
     rec = env.record(Decision.PROMOTE, challenger=v2, champion=v1)
     with pytest.raises(Crash):
         env.registry().apply(rec)
@@ -393,7 +390,7 @@ def test_reconcile_finishes_a_rollback_that_crashed(env: Env, point: str):
     assert [r.id for r in env.registry().reconcile()] == [rec.id]
     assert env.aliases() == {"champion": v1}
     assert env.states() == {v1: "champion", v2: "archived"}
-    assert env.tags(v2)[ROLLED_BACK_TAG] == "true"
+    assert env.tags(v2)[Tag.ROLLED_BACK] == "true"
     assert env.history(rec.id) == [("champion", v2, v1), ("previous-champion", v1, None)]
 
 
@@ -403,8 +400,8 @@ def test_reconcile_repairs_stray_champion_tags(env: Env):
     v2 = env.new_version()
     reg.apply(env.record(Decision.PROMOTE, challenger=v2, champion=v1))
     # Someone tags by hand: a second "champion", and the real one loses its tag.
-    env.client.set_model_version_tag(env.name, v1, STATE_TAG, "champion")
-    env.client.set_model_version_tag(env.name, v2, STATE_TAG, "shadow")
+    env.client.set_model_version_tag(env.name, v1, Tag.STATE, "champion")
+    env.client.set_model_version_tag(env.name, v2, Tag.STATE, "shadow")
     assert reg.reconcile() == []
     assert env.states() == {v1: "archived", v2: "champion"}
     assert reg.fix_invariants() == []
@@ -471,28 +468,33 @@ def test_a_failed_decision_is_not_applied_again(env: Env):
 # --- auto_promotion off ----------------------------------------------------------------------
 
 
-def test_keep_champion_awaiting_manual_promotion_keeps_a_candidate(env: Env):
-    from mlops_assets.lifecycle.policy import MANUAL_PROMOTION_NOTE, awaiting_manual_promotion
+def awaiting_checks() -> list[Check]:
+    """The checks of a challenger that passed the gate while auto_promotion is off."""
+    return [
+        check(CheckName.MIN_HOLDOUT_ROWS, True, value=400, limit=30),
+        check(CheckName.THRESHOLD, True, value=0.1, limit=0.05, metric="f1_score"),
+        check(CheckName.AUTO_PROMOTION, False),
+        check(CheckName.SHADOW_DURATION, False, value=0.0, limit=0.0),
+    ]
 
+
+def test_keep_champion_awaiting_manual_promotion_keeps_a_candidate(env: Env):
     reg = env.registry()
     v1 = bootstrap(env)
     v2 = env.new_version()
     reg.set_candidate(v2, {})
-    note = (
-        f"Version {v2} passed the offline gate, but {MANUAL_PROMOTION_NOTE}; promote by hand "
-        f"with `mlops promote {v2}`. Champion version {v1} stays."
-    )
-    rec = env.record(Decision.KEEP_CHAMPION, challenger=v2, champion=v1)
-    rec.reasons = [note]
+    rec = env.record(Decision.KEEP_CHAMPION, challenger=v2, champion=v1, checks=awaiting_checks())
+    rec.reasons = ["Passed; promote it by hand."]
     assert awaiting_manual_promotion(rec)
 
     kept = reg.apply(rec)
     assert kept.status == DecisionStatus.APPLIED
+    assert kept.checks == rec.checks
     assert env.aliases() == {"champion": v1}
     assert env.states() == {v1: "champion", v2: "candidate"}
     tags = env.tags(v2)
-    assert tags[DECISION_TAG] == kept.id
-    assert MANUAL_PROMOTION_NOTE in tags[REASONS_TAG]
+    assert tags[Tag.DECISION_ID] == kept.id
+    assert tags[Tag.REASONS] == "Passed; promote it by hand."
     assert "lifecycle.rejected_at" not in tags
     assert env.history(kept.id) == []
     # Applying it again (a re-run after a crash) plans the same thing and changes nothing.
@@ -513,20 +515,134 @@ def test_keep_champion_awaiting_manual_promotion_keeps_a_candidate(env: Env):
     assert reg.state_of(v3) == ModelState.REJECTED
 
 
-def test_awaiting_note_on_a_shadow_or_the_champion_is_not_a_loophole(env: Env):
-    from mlops_assets.lifecycle.policy import MANUAL_PROMOTION_NOTE
-
+def test_awaiting_checks_on_a_shadow_or_the_champion_are_not_a_loophole(env: Env):
     reg = env.registry()
     v1 = bootstrap(env)
     v2 = shadow(env, v1)
     # A shadow is only judged by the shadow test; a KEEP_CHAMPION for it ends that test.
-    rec = env.record(Decision.KEEP_CHAMPION, challenger=v2, champion=v1)
-    rec.reasons = [f"{MANUAL_PROMOTION_NOTE} (copied into the wrong record)."]
+    rec = env.record(Decision.KEEP_CHAMPION, challenger=v2, champion=v1, checks=awaiting_checks())
     reg.apply(rec)
     assert env.aliases() == {"champion": v1}
     assert reg.state_of(v2) == ModelState.REJECTED
     assert env.store.shadow_test(v2, env.name).status == "closed"
     # The champion can never be "kept as a candidate".
-    bad = env.record(Decision.KEEP_CHAMPION, challenger=v1, champion=v1)
-    bad.reasons = [f"{MANUAL_PROMOTION_NOTE}."]
+    bad = env.record(Decision.KEEP_CHAMPION, challenger=v1, champion=v1, checks=awaiting_checks())
     _assert_refused(env, bad, "is the champion")
+
+
+def test_a_reason_that_mentions_auto_promotion_changes_no_move(env: Env):
+    """Only the checks decide: the old substring "auto_promotion is off" means nothing now."""
+    reg = env.registry()
+    v1 = bootstrap(env)
+    v2 = env.new_version()
+    reg.set_candidate(v2, {})
+    # A record without checks (e.g. one stored before checks existed) is an ordinary
+    # KEEP_CHAMPION, whatever its sentences say: its candidate is rejected.
+    worded = env.record(Decision.KEEP_CHAMPION, challenger=v2, champion=v1)
+    worded.reasons = [
+        f"Version {v2} passed the offline gate, but auto_promotion is off; promote by hand "
+        f"with `mlops promote {v2}`. Champion version {v1} stays."
+    ]
+    assert not awaiting_manual_promotion(worded)
+    reg.apply(worded)
+    assert reg.state_of(v2) == ModelState.REJECTED
+    # Failing gate checks with an auto_promotion check that did not pass: rejected as well.
+    v3 = env.new_version()
+    reg.set_candidate(v3, {})
+    failing = [*awaiting_checks(), check(CheckName.SIGNIFICANCE, False, value=0.2, limit=0.05)]
+    reg.apply(env.record(Decision.KEEP_CHAMPION, challenger=v3, champion=v1, checks=failing))
+    assert reg.state_of(v3) == ModelState.REJECTED
+
+
+# --- rewording the reasons -------------------------------------------------------------------
+
+
+def _lifecycle(env: Env) -> list[Decision]:
+    """Judge and apply a whole lifecycle with the real policy; return the decisions applied."""
+    reg = env.registry()
+    applied: list[Decision] = []
+
+    def new() -> str:
+        v = env.new_version()
+        reg.set_candidate(v, {})
+        return v
+
+    def apply(rec: DecisionRecord) -> None:
+        applied.append(reg.apply(rec).decision)
+
+    def judge(champion: str | None, pol: ChampionChallengerPolicy, **kw) -> str:
+        v = new()
+        a, z = pair(versions=(champion or "0", v), **kw)
+        apply(decide_offline(a if champion else None, z, pol, model_name=env.name, actor=ACTOR))
+        return v
+
+    def trial(champion: str, v: str, pol: ChampionChallengerPolicy, **kw) -> None:
+        a, z = pair(n=300, versions=(champion, v), **kw)
+        apply(
+            decide_shadow(
+                a,
+                z,
+                pol,
+                extensions_so_far=0,
+                champion_error_rate=0.0,
+                shadow_error_rate=0.0,
+                champion_p50_latency_ms=10.0,
+                shadow_p50_latency_ms=12.0,
+                model_name=env.name,
+                actor=ACTOR,
+            )
+        )
+
+    v1 = judge(None, policy(), flips=60)  # BOOTSTRAP
+    v2 = judge(v1, policy(), flips=60)  # START_SHADOW
+    judge(v1, policy(auto_promotion=False, shadow_mode_duration=0), flips=60)  # kept candidate
+    judge(v1, policy(champion_threshold=0.5), flips=60)  # KEEP_CHAMPION: rejected
+    trial(v1, v2, policy(), flips=50)  # PROMOTE
+    v5 = judge(v2, policy(auto_promotion=False), flips=60)  # START_SHADOW, promote by hand
+    trial(v2, v5, policy(auto_promotion=False), flips=50)  # EXTEND_SHADOW, awaiting a person
+    trial(v2, v5, policy(), breaks=40)  # REJECT
+    judge(v2, policy(shadow_mode_duration=0), flips=60)  # PROMOTE directly
+    return applied
+
+
+def test_rewording_every_reason_template_changes_no_registry_move(
+    env: Env, monkeypatch: pytest.MonkeyPatch
+):
+    worded = _lifecycle(env)
+    assert worded == [
+        Decision.BOOTSTRAP,
+        Decision.START_SHADOW,
+        Decision.KEEP_CHAMPION,
+        Decision.KEEP_CHAMPION,
+        Decision.PROMOTE,
+        Decision.START_SHADOW,
+        Decision.EXTEND_SHADOW,
+        Decision.REJECT,
+        Decision.PROMOTE,
+    ]
+    assert env.aliases() == {"champion": "6", "previous-champion": "2"}
+    assert env.states() == {
+        "1": "archived",
+        "2": "archived",
+        "3": "candidate",
+        "4": "rejected",
+        "5": "rejected",
+        "6": "champion",
+    }
+
+    reword_every_template(monkeypatch)
+    other = f"{env.name}-reworded"
+    env.client.create_registered_model(other)
+    first = env.client.get_model_version(env.name, "1")
+
+    def new_version() -> str:
+        return str(env.client.create_model_version(other, first.source, first.run_id).version)
+
+    twin = Env(env.client, other, env.store, new_version)
+    assert _lifecycle(twin) == worded
+    assert twin.aliases() == env.aliases()
+    assert twin.states() == env.states()
+    assert twin.history() == env.history()
+    for version in twin.states():
+        assert twin.tags(version)[Tag.REASONS].startswith("Reworded "), version
+        assert not env.tags(version)[Tag.REASONS].startswith("Reworded "), version
