@@ -11,7 +11,6 @@ import json
 import logging
 import os
 import sys
-import time
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -19,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from mlops_assets.cli_text import EXIT_FAILED, print_cycle_report, status_table
 from mlops_assets.datagen import DRIFT_HELP
 from mlops_assets.pipeline import run_cycle_for_file
 from mlops_assets.settings import ConfigError, Settings, load_settings
@@ -29,7 +29,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("mlops")
 
 EXIT_CONFIG = 2
-EXIT_FAILED = 1
 
 
 def _setup_logging(verbose: bool) -> None:
@@ -180,46 +179,6 @@ def generate_data(
 # ------------------------------------------------------------------------------ training
 
 
-def _print_cycle_report(report: dict[str, Any]) -> None:
-    assets = report["assets"]
-    vf = assets.get("validated_features", {})
-    if vf and not vf.get("passed", True):
-        click.echo(f"\n{report['file']} FAILED validation and was quarantined:")
-        click.echo(f"  moved to {vf.get('quarantined_to')}")
-        click.echo(str(vf.get("problems", "")))
-        return
-    cm = assets.get("challenger_model")
-    if cm:
-        reused = " (reused: identical data and config)" if cm.get("reused_existing_version") else ""
-        click.echo(
-            f"\nchallenger: {cm['model_name']} v{cm['model_version']}{reused}  "
-            f"run {cm['mlflow_run_id']}"
-        )
-        metrics = {
-            k.removeprefix("holdout_"): v
-            for k, v in cm.items()
-            if k.startswith("holdout_") and k != "holdout_rows"
-        }
-        click.echo("  holdout: " + "  ".join(f"{k}={v:.4f}" for k, v in metrics.items()))
-    failed = [name for name, c in report["checks"].items() if not c["passed"]]
-    if failed:
-        click.echo(f"  failed checks: {', '.join(failed)}")
-    cd = assets.get("champion_deployment")
-    ev = assets.get("evaluation_report")
-    if cd:
-        when = "decided earlier, not re-applied" if cd.get("already_decided") else cd["status"]
-        click.echo(
-            f"\ndecision: {cd['decision']} ({when})  champion is now v{cd['champion_version']}"
-        )
-        click.echo(str(cd.get("reasons", "")))
-    elif ev:
-        click.echo(f"\nproposed decision: {ev['decision']} (not applied)")
-        click.echo(str(ev.get("reasons", "")))
-    if report.get("errors"):
-        click.echo("\nerrors:\n  " + "\n  ".join(report["errors"]), err=True)
-    click.echo(f"\nDagster run {report['run_id']} ({report['seconds']} s)")
-
-
 @main.command("train-challenger")
 @click.option(
     "--data-path",
@@ -247,7 +206,7 @@ def train_challenger(ctx: Ctx, data_path: str, auto_evaluate: bool, as_json: boo
     if as_json:
         click.echo(json.dumps(report, indent=2, default=str))
     else:
-        _print_cycle_report(report)
+        print_cycle_report(report)
     if not report["success"]:
         sys.exit(EXIT_FAILED)
 
@@ -324,7 +283,7 @@ def cycle(ctx: Ctx, data_path: str | None, dry_run: bool) -> None:
         click.echo("no new data: nothing to train")
     for path in todo:
         report = _guard(lambda p=path: run_cycle_for_file(settings, p, evaluate=True))
-        _print_cycle_report(report)
+        print_cycle_report(report)
         failed |= not report["success"]
     rollback_record = _guard(lambda: run_probation(lc, actor=Actor.CLI))
     if rollback_record is not None:
@@ -333,60 +292,6 @@ def cycle(ctx: Ctx, data_path: str | None, dry_run: bool) -> None:
 
 
 # -------------------------------------------------------------------------------- status
-
-
-def _status_table(status: dict[str, Any]) -> str:
-    lines = [f"model         {status['model_name']}", f"tracking URI  {status['tracking_uri']}"]
-    champ = status.get("champion")
-    if champ:
-        metrics = "  ".join(f"{k}={v:.3f}" for k, v in sorted(champ["metrics"].items()))
-        lines.append(
-            f"champion      v{champ['version']}  run {champ['run_id'][:12]}  "
-            f"data {champ['data_files']} ({(champ['data_sha256'] or '')[:12]})"
-        )
-        lines.append(f"              {metrics}")
-    else:
-        lines.append("champion      none yet (run `mlops demo` or `mlops train-challenger`)")
-    for shadow in status.get("shadows", []):
-        lines.append(f"shadow        v{shadow['version']}  run {shadow['run_id'][:12]}")
-    for test in status.get("open_shadow_tests", []):
-        lines.append(f"shadow test   v{test['version']} expires {test['expires_at']}")
-    prev = status.get("previous_champion")
-    if prev:
-        lines.append(f"previous      v{prev['version']} (`mlops rollback` restores it)")
-    lines.append("")
-    lines.append("last decisions:")
-    if not status["last_decisions"]:
-        lines.append("  none")
-    for d in status["last_decisions"]:
-        versions = f"champion v{d['champion_version']} / challenger v{d['challenger_version']}"
-        lines.append(
-            f"  {d['time'][:19]}  {d['decision']:<14} {d['status']:<8} {d['actor']:<8} {versions}"
-        )
-        for reason in d["reasons"]:
-            lines.append(f"      - {reason}")
-    lines.append("")
-    lines.extend(_drift_lines(status.get("drift")))
-    return "\n".join(lines)
-
-
-def _drift_lines(drift: dict[str, Any] | None) -> list[str]:
-    if not drift:
-        return ["drift: not computed yet (it runs in every cycle once there is a champion)"]
-    ref = f"v{drift['reference_version']}" if drift["reference_version"] else "the reference"
-    head = (
-        f"drift: data {drift['data_sha256'][:12]} vs champion {ref}'s training data, "
-        f"{drift['computed_at'][:19]}"
-    )
-    drifted = [r for r in drift["results"] if r["drifted"]]
-    if not drifted:
-        return [head, "  no feature drifted"]
-    lines = [head, f"  {len(drift['drifted_features'])} feature(s) drifted:"]
-    for r in drifted:
-        p = "" if r["p_value"] is None else f"  p={r['p_value']:.2g}"
-        stat = "nan" if r["statistic"] is None else f"{r['statistic']:.3f}"
-        lines.append(f"    {r['feature']:<24} {r['method']:<10} statistic={stat}{p}")
-    return lines
 
 
 @main.command("status")
@@ -407,7 +312,7 @@ def status_cmd(ctx: Ctx, as_json: bool, decisions: int) -> None:
     if as_json:
         click.echo(json.dumps(status, indent=2, default=str))
     else:
-        click.echo(_status_table(status))
+        click.echo(status_table(status))
 
 
 @main.command("lineage")
@@ -605,118 +510,10 @@ def demo(
         raise click.BadParameter(str(err), param_hint="--shadow-duration") from None
     # Through the environment, so the Dagster runs and the server see the same policy.
     os.environ["MLOPS__CHAMPION_CHALLENGER__SHADOW_MODE_DURATION"] = shadow_duration
+    from mlops_assets.demo import run_demo
+
     lc = ctx.lifecycle
-    _guard(lambda: _run_demo(lc, samples, seed, n_requests, no_serve, keep_serving))
-
-
-def _run_demo(
-    lc: Lifecycle,
-    samples: int,
-    seed: int,
-    n_requests: int,
-    no_serve: bool,
-    keep_serving: bool,
-) -> None:
-    from mlops_assets.datagen import generate_frame, write_dataset
-    from mlops_assets.lifecycle.records import utcnow
-    from mlops_assets.pipeline import materialize
-
-    settings = lc.settings
-    steps = 4 if no_serve else 7
-    click.echo(f"[1/{steps}] generating sample data ({samples} rows each) in {settings.raw_dir}")
-    baseline = write_dataset(settings.raw_dir, samples, seed=seed, drift=False)
-    drift = write_dataset(settings.raw_dir, samples, seed=seed + 1, drift=True)
-    click.echo(f"\n[2/{steps}] champion from {baseline.name}")
-    report = run_cycle_for_file(settings, baseline, evaluate=True)
-    _print_cycle_report(report)
-    if not report["success"]:
-        sys.exit(EXIT_FAILED)
-    click.echo(f"\n[3/{steps}] challenger from {drift.name}, judged against the champion")
-    report = run_cycle_for_file(settings, drift, evaluate=True)
-    _print_cycle_report(report)
-    if not report["success"]:
-        sys.exit(EXIT_FAILED)
-    tests = lc.store.open_shadow_tests(settings.model_name)
-    if no_serve or not tests:
-        if not no_serve:
-            click.echo("\nno shadow test was started (see the decision above): skipping serving")
-        _demo_end(lc, steps)
-        return
-
-    from mlops_assets import traffic
-    from serving import runner
-
-    test = tests[0]
-    url = f"http://{settings.config.serving.host}:{settings.config.serving.port}"
-    click.echo(f"\n[4/{steps}] serving champion + shadow v{test.version} at {url}")
-    info = runner.start_detached(settings)
-    click.echo(f"  {info}")
-    try:
-        live = generate_frame(max(n_requests, 200), seed=seed + 2, drift=True)
-        target = settings.config.data.target_column
-        click.echo(f"  sending {n_requests} live requests (mirrored to the shadow)")
-        sent = traffic.send_traffic(url, live, target, requests=n_requests, seed=seed)
-        click.echo(
-            f"  {sent.ok}/{sent.sent} answered 200, p50 {sent.p50_ms:.1f} ms, "
-            f"p99 {sent.p99_ms:.1f} ms, served by {sent.versions}"
-        )
-        click.echo(f"\n[5/{steps}] labels arrive for {len(sent.labelled)} requests")
-        half = len(sent.labelled) // 2
-        path = traffic.write_label_file(
-            settings.labels_dir, sent.labelled[:half], f"demo-labels-{int(time.time())}.csv"
-        )
-        click.echo(f"  {half} in {path}")
-        accepted = traffic.post_feedback(url, sent.labelled[half:])
-        click.echo(f"  {accepted} through POST /feedback")
-        wait = (test.expires_at - utcnow()).total_seconds()
-        if wait > 0:
-            click.echo(f"\n[6/{steps}] waiting {wait:.0f} s for the shadow test to expire")
-            time.sleep(wait + 1)
-        else:
-            click.echo(f"\n[6/{steps}] the shadow test has expired")
-        time.sleep(settings.config.serving.prediction_log_flush_s * 2)
-        report = materialize(settings, ["shadow_evaluation"], tags={"mlops/actor": "cli"})
-        shadow = report["assets"].get("shadow_evaluation", {})
-        click.echo(f"  decision: {shadow.get('decision', 'none')}")
-        click.echo(str(shadow.get("decisions", "")))
-        if not report["success"]:
-            click.echo("\n".join(report.get("errors", [])), err=True)
-        info_now = _served_versions(url)
-        click.echo(f"  the server now answers with: {info_now}")
-    finally:
-        if not keep_serving:
-            runner.stop(settings)
-            click.echo("  server stopped (`mlops serve` starts it again)")
-    _demo_end(lc, steps)
-
-
-def _served_versions(url: str) -> str:
-    import httpx
-
-    try:
-        info = httpx.get(f"{url}/model/info", timeout=10).json()
-    except (httpx.HTTPError, ValueError):
-        return "unknown"
-    champion = (info.get("champion") or {}).get("version")
-    shadows = [s.get("version") for s in info.get("shadows") or []]
-    return f"champion v{champion}, shadows {shadows or 'none'}"
-
-
-def _demo_end(lc: Lifecycle, steps: int) -> None:
-    from mlops_assets.lifecycle import manager
-
-    settings = lc.settings
-    click.echo(f"\n[{steps}/{steps}] status\n")
-    click.echo(_status_table(manager.status(lc)))
-    click.echo(
-        "\nNext:\n"
-        f"  MLflow UI:   .venv/bin/mlflow ui --backend-store-uri {settings.tracking_uri} "
-        "--port 5000\n"
-        f"  Dagster UI:  DAGSTER_HOME={settings.home / 'dagster'} .venv/bin/dagster dev "
-        "-w workspace.yaml -p 3000\n"
-        "  Lineage:     .venv/bin/mlops lineage\n"
-        "  Serve:       .venv/bin/mlops serve"
-    )
+    _guard(lambda: run_demo(lc, samples, seed, n_requests, no_serve, keep_serving))
 
 
 if __name__ == "__main__":  # pragma: no cover
