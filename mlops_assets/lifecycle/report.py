@@ -25,6 +25,7 @@ from sklearn.metrics import (
 )
 
 from mlops_assets.lifecycle.records import DecisionRecord
+from mlops_assets.lifecycle.verdict import Check
 
 logger = logging.getLogger(__name__)
 
@@ -292,6 +293,24 @@ def _version(value: str | None) -> str:
     return f"v{value}" if value else "none"
 
 
+def _check_number(value: float | None) -> str:
+    return "—" if value is None else f"{value:.4g}"
+
+
+def _checks_table(checks: Sequence[Check]) -> list[str]:
+    """The checks the decision was derived from, one row each."""
+    if not checks:
+        return ["No checks were recorded (a record from before checks were stored)."]
+    lines = ["| check | passed | value | limit |", "|---|---|---:|---:|"]
+    for c in checks:
+        name = f"{c.name.value} ({c.metric})" if c.metric else c.name.value
+        passed = "skipped" if c.skipped else ("yes" if c.passed else "no")
+        lines.append(
+            f"| {_cell(name)} | {passed} | {_check_number(c.value)} | {_check_number(c.limit)} |"
+        )
+    return lines
+
+
 def decision_markdown(record: DecisionRecord) -> str:
     """Render a decision record as a readable Markdown report."""
     lines = [
@@ -313,6 +332,7 @@ def decision_markdown(record: DecisionRecord) -> str:
 
     lines += ["", "## Reasons", ""]
     lines += [f"- {reason}" for reason in record.reasons] or ["- (no reasons recorded)"]
+    lines += ["", "## Checks", "", *_checks_table(record.checks)]
 
     lines += [
         "",

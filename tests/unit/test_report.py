@@ -14,6 +14,7 @@ from mlops_assets.lifecycle.records import (
 )
 from mlops_assets.lifecycle.report import PLOT_NAMES, decision_markdown, render_plots
 from mlops_assets.lifecycle.states import Actor, Decision
+from mlops_assets.lifecycle.verdict import CheckName, check
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -187,3 +188,23 @@ def test_decision_markdown_bootstrap_without_champion() -> None:
     assert "| accuracy | — | 0.7900 | — | — | — |" in text
     assert "No significance test" in text
     assert "- No champion yet: the first model becomes champion." in text
+
+
+def test_decision_markdown_has_a_checks_table() -> None:
+    checks = [
+        check(CheckName.MIN_HOLDOUT_ROWS, True, value=400, limit=30),
+        check(CheckName.THRESHOLD, True, value=0.15, limit=0.05, metric="f1_score"),
+        check(CheckName.GUARD_RAIL, True, limit=0.02, metric="roc_auc", skipped=True),
+        check(CheckName.METRIC_FLOOR, False, value=0.41, limit=0.5, metric="accuracy"),
+        check(CheckName.AUTO_PROMOTION, True),
+    ]
+    text = decision_markdown(_record().model_copy(update={"checks": checks}))
+    assert "## Checks" in text
+    assert "| check | passed | value | limit |" in text
+    assert "| min_holdout_rows | yes | 400 | 30 |" in text
+    assert "| champion_threshold (f1_score) | yes | 0.15 | 0.05 |" in text
+    assert "| max_metric_degradation (roc_auc) | skipped | — | 0.02 |" in text
+    assert "| metric_floors (accuracy) | no | 0.41 | 0.5 |" in text
+    assert "| auto_promotion | yes | — | — |" in text
+    # A record stored before checks existed says so instead of showing an empty table.
+    assert "No checks were recorded" in decision_markdown(_record())
