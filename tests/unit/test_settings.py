@@ -113,6 +113,20 @@ def test_out_of_range_value(make_project: MakeProject) -> None:
     assert "100" in err.message
 
 
+@pytest.mark.parametrize(
+    ("key", "bad"),
+    [
+        ("error_rate_tolerance", -0.01),
+        ("error_rate_tolerance", 1.5),
+        ("max_latency_ratio", 0),
+        ("max_error_rate", 2),
+    ],
+)
+def test_outcome_constants_are_validated(make_project: MakeProject, key: str, bad: float) -> None:
+    root = make_project(config={"champion_challenger": {key: bad}})
+    _raises(_config(root), _config(root), f"champion_challenger.{key}")
+
+
 def test_wrong_literal_value(make_project: MakeProject) -> None:
     root = make_project(config={"champion_challenger": {"improvement": "percent"}})
     err = _raises(_config(root), _config(root), "champion_challenger.improvement")
