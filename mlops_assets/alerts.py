@@ -31,4 +31,3 @@ def raise_alert(settings: Settings, *, kind: str, message: str, details: dict[st
         except httpx.HTTPError:
             log.exception("alert webhook %s failed", url)
     return alert
-

@@ -425,7 +425,12 @@ def serve(ctx: Ctx, stop: bool, reload_: bool, detach: bool) -> None:
 
 
 @main.command("check")
-@click.option("--repair", is_flag=True, help="Also reconcile half-done registry moves.")
+@click.option(
+    "--repair",
+    is_flag=True,
+    help="Also break stale transition locks (their holder died or their lease ran out) and "
+    "reconcile half-done registry moves.",
+)
 @pass_ctx
 def check(ctx: Ctx, repair: bool) -> None:
     """Check dependencies, config, stores, services and ports; print the fix for each problem."""
@@ -443,6 +448,14 @@ def check(ctx: Ctx, repair: bool) -> None:
     if repair:
         from mlops_assets.lifecycle import manager
 
+        store = ctx.lifecycle.store
+        for stale in _guard(store.stale_locks):
+            broken = _guard(lambda name=stale.lock.name: store.break_stale_lock(name))
+            if broken is not None:
+                click.echo(
+                    f"broke the stale transition lock {broken.name!r} held by {broken.holder} "
+                    f"since {broken.acquired_at.isoformat()} ({stale.reason})"
+                )
         repaired = _guard(lambda: manager.reconcile(ctx.lifecycle))
         click.echo(f"repaired {len(repaired)} pending decision(s)")
     sys.exit(EXIT_FAILED if bad else 0)

@@ -128,6 +128,17 @@ def run_checks(
                     warning=True,
                 )
             )
+        for stale in lc.store.stale_locks():
+            items.append(
+                CheckItem(
+                    "transition lock",
+                    False,
+                    f"{stale.lock.name!r} is held by {stale.lock.holder}, which is stale: "
+                    f"{stale.reason}",
+                    "mlops check --repair (breaks it and says whose it was)",
+                    warning=True,
+                )
+            )
     except Exception as err:  # any failure here is reported, not raised
         items.append(
             CheckItem(

@@ -14,13 +14,11 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
-from mlops_assets.lifecycle.states import STATE_TAG, Alias
+from mlops_assets.lifecycle.states import STATE_TAG, Alias, Tag, holdout_metrics
 
 log = logging.getLogger(__name__)
 
 BUNDLE_ARTIFACT = "serving"
-PROMOTED_AT_TAG = "lifecycle.promoted_at"
-DATA_SHA_TAG = "data.sha256"
 CHAMPION_SLOT = "champion"
 
 
@@ -119,13 +117,10 @@ def version_details(tracking_uri: str, model_name: str, version: str) -> Version
     try:
         run = client.get_run(mv.run_id)
         raw = run.data.metrics
-        holdout = {
-            k.removeprefix("holdout."): v for k, v in raw.items() if k.startswith("holdout.")
-        }
-        metrics = holdout or dict(raw)
+        metrics = holdout_metrics(raw) or dict(raw)
     except Exception as exc:  # a deleted run must not break the info endpoint
         log.warning("cannot read run %s of version %s: %s", mv.run_id, version, exc)
-    sha = tags.get(DATA_SHA_TAG, "")
+    sha = tags.get(Tag.DATA_SHA256, "")
     return VersionDetails(
         name=model_name,
         version=str(mv.version),
@@ -133,7 +128,7 @@ def version_details(tracking_uri: str, model_name: str, version: str) -> Version
         state=tags.get(STATE_TAG),
         aliases=list(getattr(mv, "aliases", []) or []),
         data_sha256=[s for s in sha.split(",") if s],
-        promoted_at=tags.get(PROMOTED_AT_TAG),
+        promoted_at=tags.get(Tag.PROMOTED_AT),
         metrics={k: float(v) for k, v in metrics.items()},
         tags=tags,
     )

@@ -256,7 +256,7 @@ def champion_reference(
 
     mv = client.get_model_version(settings.model_name, version)
     tags = mv.tags or {}
-    names = [n for n in (tags.get("data.files") or "").split(",") if n]
+    names = [n for n in (tags.get(Tag.DATA_FILES) or "").split(",") if n]
     shas = [s for s in (tags.get(Tag.DATA_SHA256) or "").split(",") if s]
     paths = [_find_file(settings, n, s) for n, s in zip(names, shas, strict=False)]
     if names and len(names) == len(shas) and all(p is not None for p in paths):

@@ -35,8 +35,13 @@ class StaleDecision(RuntimeError):
 
 
 def reconcile(lc: Lifecycle) -> list[DecisionRecord]:
-    """Finish or repair half-done registry moves; return the decisions it repaired."""
-    repaired = lc.registry.reconcile()
+    """Finish or repair half-done registry moves; return the decisions it repaired.
+
+    Runs under the transition lock, as every registry move does: without it, reconcile could
+    re-apply a pending decision another process is applying, or rewrite tags mid-move.
+    """
+    with lc.store.transition_lock(lc.model_name, owner="reconcile"):
+        repaired = lc.registry.reconcile()
     for rec in repaired:
         log.warning("reconciled decision %s (%s)", rec.id, rec.decision)
     return repaired

@@ -16,15 +16,13 @@ from mlops_assets.lifecycle.classes import version_classes
 from mlops_assets.lifecycle.manager import apply_decision
 from mlops_assets.lifecycle.records import DecisionRecord
 from mlops_assets.lifecycle.shadow import (
-    RoleStats,
     fallback_classes,
     now_or_utcnow,
     reconcile_locked,
-    role_stats,
     usable_rows,
 )
 from mlops_assets.lifecycle.states import Actor, Alias, Decision, Tag, holdout_metric_key
-from mlops_assets.lifecycle.store import as_utc
+from mlops_assets.lifecycle.store import RoleStats, as_utc
 
 if TYPE_CHECKING:
     from mlops_assets.lifecycle.context import Lifecycle
@@ -138,7 +136,7 @@ def check_probation_now(lc: Lifecycle, *, now: datetime | None = None) -> Probat
 
     evaluated, source = _evaluated_metric(lc, champion, metric, decision)
     result.evaluated_metric, result.evaluated_source = evaluated, source
-    result.live = role_stats(store, name, champion, "champion", promoted_at)
+    result.live = store.role_stats(name, champion, "champion", promoted_at)
     rows = store.labelled_predictions(champion, promoted_at, role="champion", model_name=name)
     classes = version_classes(lc, champion) or fallback_classes(list(rows["prediction"]), champion)
     rows, probas, dropped = usable_rows(rows, classes, ["prediction"], ["probabilities"])

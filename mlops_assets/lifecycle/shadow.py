@@ -18,20 +18,13 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
-import sqlalchemy as sa
-from pydantic import BaseModel, ConfigDict, computed_field
+from pydantic import BaseModel, ConfigDict
 
 from mlops_assets.lifecycle.classes import canonical_label, label_map, version_classes
 from mlops_assets.lifecycle.manager import StaleDecision, apply_decision
 from mlops_assets.lifecycle.records import DecisionRecord, DecisionStatus, utcnow
 from mlops_assets.lifecycle.states import Actor, Alias, Decision
-from mlops_assets.lifecycle.store import (
-    LifecycleStore,
-    Role,
-    ShadowTest,
-    as_utc,
-    prediction_log_table,
-)
+from mlops_assets.lifecycle.store import LifecycleStore, RoleStats, ShadowTest, as_utc
 from mlops_assets.settings import Settings, format_duration, parse_duration
 
 if TYPE_CHECKING:
@@ -44,55 +37,6 @@ log = logging.getLogger(__name__)
 def now_or_utcnow(now: datetime | None) -> datetime:
     """`now` as UTC, or the current time when it is None (tests move the clock with it)."""
     return as_utc(now) if now is not None else utcnow()
-
-
-class RoleStats(BaseModel):
-    """Requests, errors and p50 latency of one model in one role over a time window."""
-
-    requests: int = 0
-    errors: int = 0
-    p50_latency_ms: float | None = None
-
-    @computed_field
-    @property
-    def error_rate(self) -> float:
-        """errors / requests (0.0 with no requests)."""
-        return self.errors / self.requests if self.requests else 0.0
-
-
-def role_stats(
-    store: LifecycleStore, model_name: str, version: str, role: Role, since: datetime
-) -> RoleStats:
-    """Error rate and p50 latency of a version's logged predictions in one role since `since`.
-
-    Reads two columns in SQL rather than whole `PredictionRow`s, so a long test with millions of
-    logged requests stays cheap.
-    """
-    p = prediction_log_table
-    where = (
-        p.c.model_name == model_name,
-        p.c.model_version == str(version),
-        p.c.role == role,
-        p.c.time >= as_utc(since),
-    )
-    with store.engine.connect() as conn:
-        requests, errors = conn.execute(
-            sa.select(
-                sa.func.count(),
-                sa.func.coalesce(sa.func.sum(sa.case((p.c.error.is_not(None), 1), else_=0)), 0),
-            ).where(*where)
-        ).one()
-        latencies = (
-            conn.execute(
-                sa.select(p.c.latency_ms).where(
-                    *where, p.c.error.is_(None), p.c.latency_ms.is_not(None)
-                )
-            )
-            .scalars()
-            .all()
-        )
-    p50 = float(np.median(np.asarray(latencies, dtype=float))) if latencies else None
-    return RoleStats(requests=int(requests), errors=int(errors or 0), p50_latency_ms=p50)
 
 
 def fallback_classes(predictions: list[Any], version: str) -> list[str]:
@@ -245,8 +189,8 @@ def evaluate_shadow(
             row_ids=row_ids,
         )
 
-    champ_stats = role_stats(store, name, champion, "champion", test.started_at)
-    shadow_stats = role_stats(store, name, version, "shadow", test.started_at)
+    champ_stats = store.role_stats(name, champion, "champion", test.started_at)
+    shadow_stats = store.role_stats(name, version, "shadow", test.started_at)
     record = decide_shadow(
         as_eval(champion, "champion"),
         as_eval(version, "shadow"),
@@ -401,8 +345,8 @@ def apply_shadow_decision(lc: Lifecycle, evaluation: ShadowEvaluation) -> Decisi
 
 
 def expired_shadows(lc: Lifecycle, now: datetime | None = None) -> list[ShadowTest]:
-    """Open shadow tests whose expiry is at or before `now`, soonest first."""
-    return lc.store.expired_shadow_tests(lc.model_name, now_or_utcnow(now))
+    """Open shadow tests whose expiry is at or before `now` (default: the database's clock)."""
+    return lc.store.expired_shadow_tests(lc.model_name, now)
 
 
 def run_shadow_expiry(
@@ -418,12 +362,15 @@ def run_shadow_expiry(
     decision that turned out stale comes back with status `failed`. When one test fails with
     an error the others are still handled, then the first error is raised.
     """
-    now = now_or_utcnow(now)
     store = lc.store
     reconcile_locked(lc, owner="shadow-expiry")
     out: list[DecisionRecord] = []
     errors: list[Exception] = []
-    for test in store.expired_shadow_tests(lc.model_name, now):
+    # Which tests have expired is judged by the database's clock unless a time is given, so
+    # callers on hosts with skewed clocks agree.
+    expired = store.expired_shadow_tests(lc.model_name, now)
+    now = now_or_utcnow(now)
+    for test in expired:
         evaluation: ShadowEvaluation | None = None
         try:
             evaluation = evaluate_shadow(

@@ -88,6 +88,7 @@ def holdout_metrics(run_metrics: Mapping[str, float]) -> dict[str, float]:
         if k.startswith(HOLDOUT_METRIC_PREFIX)
     }
 
+
 # Allowed moves of `lifecycle.state` (DESIGN.md "Model states").
 ALLOWED_MOVES: dict[ModelState, frozenset[ModelState]] = {
     ModelState.CANDIDATE: frozenset({ModelState.REJECTED, ModelState.SHADOW, ModelState.CHAMPION}),

@@ -337,3 +337,50 @@ def test_check_reports_config_mlflow_and_lifecycle_store(make_project: MakeProje
         if line.startswith("[FAIL]"):
             assert lines[i + 1].strip().startswith("fix: "), line
     assert proc.returncode == (1 if any(ln.startswith("[FAIL]") for ln in lines) else 0)
+
+
+def test_check_repair_breaks_a_stale_lock_and_says_whose(make_project: MakeProject) -> None:
+    """A holder killed with SIGKILL leaves its lock; `check` names it, `--repair` breaks it."""
+    from mlops_assets.lifecycle.store import LifecycleStore
+    from mlops_assets.settings import load_settings
+
+    root = make_project()
+    config = root / "config" / "config.yaml"
+    settings = load_settings(config)
+    settings.ensure_dirs()
+    store = LifecycleStore(settings.lifecycle_db_url)
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys, time\n"
+            "from mlops_assets.lifecycle.store import LifecycleStore\n"
+            "s = LifecycleStore(sys.argv[1])\n"
+            "s.acquire_lock(sys.argv[2], owner='cycle-of-a-dead-process')\n"
+            "print('held', flush=True)\n"
+            "time.sleep(600)\n",
+            settings.lifecycle_db_url,
+            f"transition:{settings.model_name}",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+    finally:
+        holder.kill()
+        holder.wait(timeout=30)
+    assert store.lock_holder(f"transition:{settings.model_name}") is not None
+
+    checked = mlops("--config", str(config), "check", cwd=root)
+    assert "Traceback" not in checked.stderr + checked.stdout
+    warned = [ln for ln in checked.stdout.splitlines() if "] transition lock:" in ln]
+    assert warned and "cycle-of-a-dead-process" in warned[0], checked.stdout
+    assert str(holder.pid) in warned[0]
+
+    repaired = mlops("--config", str(config), "check", "--repair", cwd=root)
+    assert "Traceback" not in repaired.stderr + repaired.stdout
+    assert "broke the stale transition lock" in repaired.stdout, repaired.stdout
+    assert "cycle-of-a-dead-process" in repaired.stdout and str(holder.pid) in repaired.stdout
+    assert store.lock_holder(f"transition:{settings.model_name}") is None
+    store.close()
