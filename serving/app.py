@@ -15,433 +15,56 @@ Deployments (application `mlops`):
 # value, and a pickled method keeps only the globals its body uses, so FastAPI could no longer
 # resolve a string annotation like "Request" and would treat `request` as a query parameter.
 import asyncio
-import json
 import logging
 import math
 import os
 import random
-import shutil
-import tempfile
 import time
 from datetime import UTC, datetime
-from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
-import orjson
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
-from pydantic import BaseModel, ConfigDict, Field
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
 from mlops_assets.lifecycle.classes import normalise_label
-from mlops_assets.settings import ServingSection
+from serving.config import (
+    CHAMPION_TIMEOUT_S,
+    INFO_TIMEOUT_S,
+    INGRESS_CPUS,
+    INGRESS_NAME,
+    INGRESS_REPLICAS,
+    LOGGING_CONFIG,
+    ROLE_REFRESH_S,
+    STORE_METRICS_MIN_S,
+    AppArgs,
+    FaultSpec,
+    IngressConfig,
+    SlotConfig,
+    model_cpus,
+)
+from serving.http import (
+    ApiError,
+    field_error,
+    json_response,
+    new_request_ids,
+    read_json_body,
+    split_records,
+)
 from serving.metrics import CONTENT_TYPE, ServingMetrics
 from serving.mirror import MirrorCopy, MirrorOutcome, ShadowMirror
+from serving.model_server import ModelServer
 from serving.predlog import LogEntry, PredictionLogWriter, encode_entries
 from serving.resolve import (
     CHAMPION_SLOT,
     ModelRef,
-    download_bundle,
     resolve_slots,
     shadow_slots,
     version_details,
 )
-from serving.validation import validate_batch
 
 log = logging.getLogger(__name__)
-
-APP_NAME = "mlops"
-INGRESS_NAME = "ingress"
-INGRESS_REPLICAS = 1
-INGRESS_CPUS = 0.2
-ROLE_REFRESH_S = 2.0
-# Drift results and decisions are read from the store when scraped, at most this often.
-STORE_METRICS_MIN_S = 1.0
-INFO_TIMEOUT_S = 5.0
-CHAMPION_TIMEOUT_S = 30.0
-# Serve's own access log doubles every request line; errors still reach the log.
-LOGGING_CONFIG = {"enable_access_log": False, "log_level": "WARNING"}
-
-
-# ------------------------------------------------------------------------------ configuration
-
-
-class FaultSpec(BaseModel):
-    """Test-only fault injection for a model slot (user_config `fault`)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    kind: Literal["raise", "sleep", "block", "crash"]
-    seconds: float = 5.0
-
-
-class SlotConfig(BaseModel):
-    """The user_config of a model deployment: which version it serves."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    model: ModelRef | None = None
-    fault: FaultSpec | None = None
-
-
-class IngressConfig(BaseModel):
-    """The user_config of the ingress: the mirroring knobs, changeable without a restart."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    shadow_traffic_percent: float = Field(100.0, ge=0, le=100)
-    # None: the value in the builder args (`serving` section).
-    shadow_timeout_s: float | None = Field(None, gt=0)
-    max_inflight_shadow: int | None = Field(None, ge=1)
-
-
-class AppArgs(BaseModel):
-    """Builder arguments; constant for the life of a deployment (they fix its code version)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    config_path: str | None = None
-    tracking_uri: str
-    model_name: str
-    lifecycle_db_url: str
-    max_shadows: int = Field(1, ge=1)
-    shadow_traffic_percent: float = Field(100.0, ge=0, le=100)
-    serving: ServingSection = ServingSection()
-    app_name: str = APP_NAME
-    log_predictions: bool = True
-
-    @classmethod
-    def from_builder_args(cls, args: dict[str, Any]) -> "AppArgs":
-        """Complete `{config_path: ...}` (all `serve deploy` needs) from the config file."""
-        needed = ("tracking_uri", "model_name", "lifecycle_db_url")
-        if all(k in args for k in needed):
-            return cls.model_validate(args)
-        from mlops_assets.settings import load_settings
-
-        path = _find_config(args.get("config_path"))
-        settings = load_settings(path)
-        base = {
-            "config_path": str(settings.config_path),
-            "tracking_uri": settings.tracking_uri,
-            "model_name": settings.model_name,
-            "lifecycle_db_url": settings.lifecycle_db_url,
-            "max_shadows": settings.policy.max_shadows,
-            "shadow_traffic_percent": settings.policy.shadow_traffic_percent,
-            "serving": settings.config.serving.model_dump(),
-        }
-        base.update({k: v for k, v in args.items() if k != "config_path"})
-        return cls.model_validate(base)
-
-
-def _find_config(value: str | None) -> Path | None:
-    """A relative config path resolves against the cwd, then the repository root."""
-    if not value:
-        return None
-    path = Path(value)
-    if path.is_absolute() or path.exists():
-        return path
-    repo = Path(__file__).resolve().parents[1] / path
-    return repo if repo.exists() else path
-
-
-def model_cpus(args: AppArgs) -> float:
-    """CPU share of one model replica so that every slot fits in `serving.num_cpus`."""
-    free = max(0.2, args.serving.num_cpus - INGRESS_CPUS - 0.1)
-    return round(min(1.0, free / (1 + args.max_shadows)), 3)
-
-
-# ------------------------------------------------------------------------------ model replica
-
-
-class _Loaded:
-    """A loaded version: swapped in as one object so a request never sees half of two."""
-
-    def __init__(self, ref: ModelRef, predictor: Any, path: Path) -> None:
-        self.ref = ref
-        self.predictor = predictor
-        self.path = path
-        self.loaded_at = datetime.now(UTC).isoformat()
-        self.binary_strings = {
-            f.name: set(f.str2bool) for f in predictor.manifest.input_features if f.str2bool
-        }
-
-
-def _probe_record(schema: Any) -> dict[str, Any]:
-    row: dict[str, Any] = {}
-    for spec in schema.features:
-        if spec.type == "number":
-            row[spec.name] = spec.min if spec.min is not None else 0.0
-        elif spec.type == "category":
-            row[spec.name] = (spec.categories or ["x"])[0]
-        else:
-            row[spec.name] = False
-    return row
-
-
-@serve.deployment(
-    max_ongoing_requests=32,
-    graceful_shutdown_timeout_s=10,
-    health_check_period_s=5,
-    logging_config=LOGGING_CONFIG,
-)
-class ModelServer:
-    """Serves one slot (champion or a shadow): validates inputs and predicts with the bundle."""
-
-    def __init__(self, slot: str, tracking_uri: str, model_name: str, nice: int = 0) -> None:
-        os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-        if nice > 0:
-            # A shadow is best effort: on a small machine its CPU must go to the champion first.
-            # The replica owns its worker process, so this lowers nothing else.
-            os.nice(nice)
-        self._slot = slot
-        self._tracking_uri = tracking_uri
-        self._model_name = model_name
-        self._loaded: _Loaded | None = None
-        self._target: ModelRef | None = None
-        self._fault: FaultSpec | None = None
-        self._load_error: str | None = None
-        self._cache = Path(tempfile.mkdtemp(prefix=f"mlops-{slot}-"))
-        self._lock = asyncio.Lock()
-
-    async def reconfigure(self, config: dict[str, Any]) -> None:
-        """Apply a new user_config: load the named version beside the old one, then swap."""
-        cfg = SlotConfig.model_validate(config or {})
-        self._fault = cfg.fault
-        async with self._lock:
-            self._target = cfg.model
-            current = self._loaded.ref if self._loaded else None
-            if cfg.model == current:
-                return
-            if cfg.model is None:
-                old, self._loaded, self._load_error = self._loaded, None, None
-                self._discard(old)
-                log.info("%s: no version to serve", self._slot)
-                return
-            try:
-                loaded = await asyncio.to_thread(self._load, cfg.model)
-            except Exception as exc:  # keep serving the old version; report why
-                self._load_error = f"version {cfg.model.version}: {exc!r}"[:1000]
-                log.exception("%s: cannot load version %s", self._slot, cfg.model.version)
-                return
-            old, self._loaded, self._load_error = self._loaded, loaded, None
-            self._discard(old)
-            log.info(
-                "%s: now serving version %s (%s)",
-                self._slot,
-                cfg.model.version,
-                loaded.predictor.mode,
-            )
-
-    def _load(self, ref: ModelRef) -> _Loaded:
-        from mlops_assets.lifecycle.bundle import load_bundle
-
-        dest = Path(tempfile.mkdtemp(prefix=f"v{ref.version}-", dir=self._cache))
-        path = download_bundle(self._tracking_uri, ref.run_id, dest)
-        predictor = load_bundle(path, num_threads=1)
-        probe = [_probe_record(predictor.schema)]
-        for _ in range(3):  # TorchScript optimises on its first calls; pay that here
-            predictor.predict(probe)
-        return _Loaded(ref, predictor, dest)
-
-    @staticmethod
-    def _discard(old: _Loaded | None) -> None:
-        if old is not None:
-            shutil.rmtree(old.path, ignore_errors=True)
-
-    async def _apply_fault(self) -> float:
-        """Act out the injected fault, if any; return the seconds it took."""
-        fault = self._fault
-        if fault is None:
-            return 0.0
-        started = time.perf_counter()
-        if fault.kind == "raise":
-            raise RuntimeError(f"injected fault in {self._slot}")
-        if fault.kind == "sleep":
-            await asyncio.sleep(fault.seconds)
-        elif fault.kind == "block":
-            time.sleep(fault.seconds)
-        elif fault.kind == "crash":
-            os._exit(1)
-        return time.perf_counter() - started
-
-    @staticmethod
-    def _answer(
-        loaded: _Loaded, records: list[Any], prefix: str, single: bool, extra_s: float = 0.0
-    ) -> dict[str, Any]:
-        """Validate and predict one request; `model_ms` is the time it took here."""
-        started = time.perf_counter()
-        predictor = loaded.predictor
-        result = validate_batch(
-            predictor.schema, records, prefix, single=single, binary_strings=loaded.binary_strings
-        )
-        if not result.ok:
-            return {
-                "status": "invalid",
-                "version": loaded.ref.version,
-                "errors": [e.model_dump() for e in result.errors],
-            }
-        batch = predictor.predict(result.columns)
-        return {
-            "status": "ok",
-            "version": loaded.ref.version,
-            "labels": batch.labels,
-            "probabilities": batch.probabilities,
-            "classes": batch.classes,
-            "warnings": [w.model_dump() for w in result.warnings],
-            "warning_counts": result.warning_counts,
-            "model_ms": (extra_s + time.perf_counter() - started) * 1000,
-        }
-
-    def _unavailable(self) -> dict[str, Any]:
-        return {"status": "unavailable", "slot": self._slot, "error": self._load_error}
-
-    async def predict(
-        self, records: list[Any], prefix: str = "instances", single: bool = False
-    ) -> dict[str, Any]:
-        """Validate and predict; a dict with `status` ok, invalid or unavailable."""
-        fault_s = await self._apply_fault()
-        loaded = self._loaded
-        if loaded is None:
-            return self._unavailable()
-        if loaded.predictor.mode == "torchscript":
-            return self._answer(loaded, records, prefix, single, fault_s)
-        return await asyncio.to_thread(self._answer, loaded, records, prefix, single, fault_s)
-
-    async def predict_many(self, requests: list[tuple[list[Any], bool]]) -> list[dict[str, Any]]:
-        """Answer several mirrored requests in one call, each validated and timed on its own."""
-        fault_s = await self._apply_fault()
-        loaded = self._loaded
-        if loaded is None:
-            return [self._unavailable() for _ in requests]
-
-        def answer_all() -> list[dict[str, Any]]:
-            return [
-                self._answer(
-                    loaded, records, "features" if single else "instances", single, fault_s
-                )
-                for records, single in requests
-            ]
-
-        if loaded.predictor.mode == "torchscript":
-            return answer_all()
-        return await asyncio.to_thread(answer_all)
-
-    async def info(self) -> dict[str, Any]:
-        """What this replica serves right now."""
-        loaded = self._loaded
-        base: dict[str, Any] = {
-            "slot": self._slot,
-            "model_name": self._model_name,
-            "loaded": loaded is not None,
-            "target_version": self._target.version if self._target else None,
-            "load_error": self._load_error,
-            "fault": self._fault.kind if self._fault else None,
-            "pid": os.getpid(),
-            "nice": os.nice(0),
-        }
-        if loaded is None:
-            return base
-        predictor = loaded.predictor
-        base.update(
-            version=loaded.ref.version,
-            run_id=loaded.ref.run_id,
-            alias=loaded.ref.alias,
-            mode=predictor.mode,
-            fast_path_error=predictor.manifest.fast_path_error,
-            classes=predictor.classes,
-            schema=predictor.schema.model_dump(mode="json"),
-            loaded_at=loaded.loaded_at,
-        )
-        return base
-
-    def __del__(self) -> None:
-        shutil.rmtree(getattr(self, "_cache", ""), ignore_errors=True)
-
-
-# ------------------------------------------------------------------------------------ ingress
-
-
-class ApiError(Exception):
-    """An HTTP error answer with a reason and, for 422, the fields at fault."""
-
-    def __init__(self, status: int, detail: str, errors: list[dict[str, Any]] | None = None):
-        super().__init__(detail)
-        self.status = status
-        self.detail = detail
-        self.errors = errors
-
-    def response(self) -> JSONResponse:
-        """The JSON answer."""
-        body: dict[str, Any] = {"detail": self.detail}
-        if self.errors:
-            body["errors"] = self.errors
-        return JSONResponse(body, status_code=self.status)
-
-
-def _field_error(field: str, message: str) -> ApiError:
-    return ApiError(422, f"{field}: {message}", [{"field": field, "message": message}])
-
-
-async def read_json_body(request: Request, limit: int) -> Any:
-    """The parsed JSON body; 413 past `limit` bytes (declared or actual), 400 when malformed."""
-    declared = request.headers.get("content-length")
-    if declared is not None:
-        try:
-            size = int(declared)
-        except ValueError:
-            raise ApiError(400, "invalid Content-Length header") from None
-        if size > limit:
-            raise ApiError(413, f"body of {size} bytes exceeds max_body_bytes ({limit})")
-    body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > limit:
-            raise ApiError(413, f"body exceeds max_body_bytes ({limit})")
-    if not body:
-        raise ApiError(400, "empty body; send a JSON object")
-    try:
-        return orjson.loads(body)
-    except orjson.JSONDecodeError:
-        pass
-    # The lenient parser reads what many clients send for non-finite floats (NaN, Infinity),
-    # so such a request gets the 422 naming the field instead of a bare 400.
-    try:
-        return json.loads(body)
-    except UnicodeDecodeError:
-        raise ApiError(400, "body is not UTF-8 text") from None
-    except ValueError as exc:
-        raise ApiError(400, f"body is not valid JSON: {exc}") from None
-
-
-def json_response(payload: Any, status: int = 200) -> Response:
-    """A JSON answer encoded with orjson (several times faster than the stdlib on batches)."""
-    return Response(orjson.dumps(payload), status_code=status, media_type="application/json")
-
-
-def split_records(split: Any) -> list[dict[str, Any]]:
-    """Rows of MLflow's `dataframe_split` (`{"columns": [...], "data": [[...], ...]}`)."""
-    where = "dataframe_split"
-    if not isinstance(split, dict):
-        raise _field_error(where, "expected an object with 'columns' and 'data'")
-    columns, data = split.get("columns"), split.get("data")
-    if not isinstance(columns, list) or not all(isinstance(c, str) for c in columns):
-        raise _field_error(f"{where}.columns", "expected an array of column names")
-    if len(set(columns)) != len(columns):
-        raise _field_error(f"{where}.columns", "names must be unique")
-    if not isinstance(data, list):
-        raise _field_error(f"{where}.data", "expected an array of rows")
-    width = len(columns)
-    for i, row in enumerate(data):
-        if not isinstance(row, list) or len(row) != width:
-            raise _field_error(f"{where}.data[{i}]", f"expected an array of {width} values")
-    return [dict(zip(columns, row, strict=True)) for row in data]
-
-
-def new_request_ids(n: int) -> list[str]:
-    """n random 128-bit ids as 32 hex characters (one urandom call for the whole batch)."""
-    raw = os.urandom(16 * n).hex()
-    return [raw[i : i + 32] for i in range(0, 32 * n, 32)]
 
 
 api = FastAPI(title="mlops model server", version="1")
@@ -633,11 +256,11 @@ class Ingress:
         """The request's rows, and how error messages name them (`instances[3].age`)."""
         if single:
             if not isinstance(body, dict):
-                raise _field_error("body", "expected a JSON object with 'features'")
+                raise field_error("body", "expected a JSON object with 'features'")
             if "features" not in body:
-                raise _field_error("features", "is missing")
+                raise field_error("features", "is missing")
             if not isinstance(body["features"], dict):
-                raise _field_error("features", "expected an object of feature values")
+                raise field_error("features", "expected an object of feature values")
             return [body["features"]], "features"
         prefix = "instances"
         if isinstance(body, dict) and "dataframe_split" in body and "instances" not in body:
@@ -645,14 +268,14 @@ class Ingress:
             prefix = "dataframe_split.data"
         else:
             if not isinstance(body, dict):
-                raise _field_error("body", "expected a JSON object with 'instances'")
+                raise field_error("body", "expected a JSON object with 'instances'")
             if "instances" not in body:
-                raise _field_error("instances", "is missing")
+                raise field_error("instances", "is missing")
             records = body["instances"]
             if not isinstance(records, list):
-                raise _field_error("instances", "expected an array of objects")
+                raise field_error("instances", "expected an array of objects")
         if not records:
-            raise _field_error("instances", "must not be empty")
+            raise field_error("instances", "must not be empty")
         if len(records) > self._serving.max_batch_size:
             raise ApiError(
                 413,
@@ -940,23 +563,23 @@ class Ingress:
 
     def _parse_labels(self, body: Any) -> list[tuple[str, str]]:
         if not isinstance(body, dict):
-            raise _field_error("body", "expected a JSON object with 'labels'")
+            raise field_error("body", "expected a JSON object with 'labels'")
         if "labels" not in body:
-            raise _field_error("labels", "is missing")
+            raise field_error("labels", "is missing")
         labels = body["labels"]
         if not isinstance(labels, list) or not labels:
-            raise _field_error("labels", "expected a non-empty array")
+            raise field_error("labels", "expected a non-empty array")
         classes = self._slot_infos.get(CHAMPION_SLOT, {}).get("classes")
         items = []
         for i, item in enumerate(labels):
             where = f"labels[{i}]"
             if not isinstance(item, dict):
-                raise _field_error(where, "expected an object with request_id and label")
+                raise field_error(where, "expected an object with request_id and label")
             rid, label = item.get("request_id"), item.get("label")
             if not isinstance(rid, str) or not rid.strip():
-                raise _field_error(f"{where}.request_id", "expected a non-empty string")
+                raise field_error(f"{where}.request_id", "expected a non-empty string")
             if isinstance(label, dict | list) or label is None or str(label).strip() == "":
-                raise _field_error(f"{where}.label", "expected a string, number or boolean")
+                raise field_error(f"{where}.label", "expected a string, number or boolean")
             items.append((rid.strip(), normalise_label(label, classes)))
         return items
 

@@ -16,14 +16,8 @@ import logging
 import time
 from typing import Any
 
-from serving.app import (
-    APP_NAME,
-    INGRESS_NAME,
-    AppArgs,
-    FaultSpec,
-    IngressConfig,
-    slot_config,
-)
+from serving.app import slot_config
+from serving.config import APP_NAME, INGRESS_NAME, AppArgs, FaultSpec, IngressConfig
 from serving.resolve import CHAMPION_SLOT, ModelRef, resolve_slots, shadow_slots
 
 log = logging.getLogger(__name__)

@@ -1,0 +1,116 @@
+"""Arguments and constants of the serving app: what a deployment is told, validated by pydantic."""
+
+import logging
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from mlops_assets.settings import ServingSection
+from serving.resolve import (
+    ModelRef,
+)
+
+log = logging.getLogger(__name__)
+
+APP_NAME = "mlops"
+INGRESS_NAME = "ingress"
+INGRESS_REPLICAS = 1
+INGRESS_CPUS = 0.2
+ROLE_REFRESH_S = 2.0
+# Drift results and decisions are read from the store when scraped, at most this often.
+STORE_METRICS_MIN_S = 1.0
+INFO_TIMEOUT_S = 5.0
+CHAMPION_TIMEOUT_S = 30.0
+# Serve's own access log doubles every request line; errors still reach the log.
+LOGGING_CONFIG = {"enable_access_log": False, "log_level": "WARNING"}
+
+
+# ------------------------------------------------------------------------------ configuration
+
+
+class FaultSpec(BaseModel):
+    """Test-only fault injection for a model slot (user_config `fault`)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    kind: Literal["raise", "sleep", "block", "crash"]
+    seconds: float = 5.0
+
+
+class SlotConfig(BaseModel):
+    """The user_config of a model deployment: which version it serves."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: ModelRef | None = None
+    fault: FaultSpec | None = None
+
+
+class IngressConfig(BaseModel):
+    """The user_config of the ingress: the mirroring knobs, changeable without a restart."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    shadow_traffic_percent: float = Field(100.0, ge=0, le=100)
+    # None: the value in the builder args (`serving` section).
+    shadow_timeout_s: float | None = Field(None, gt=0)
+    max_inflight_shadow: int | None = Field(None, ge=1)
+
+
+class AppArgs(BaseModel):
+    """Builder arguments; constant for the life of a deployment (they fix its code version)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    config_path: str | None = None
+    tracking_uri: str
+    model_name: str
+    lifecycle_db_url: str
+    max_shadows: int = Field(1, ge=1)
+    shadow_traffic_percent: float = Field(100.0, ge=0, le=100)
+    serving: ServingSection = ServingSection()
+    app_name: str = APP_NAME
+    log_predictions: bool = True
+
+    @classmethod
+    def from_builder_args(cls, args: dict[str, Any]) -> "AppArgs":
+        """Complete `{config_path: ...}` (all `serve deploy` needs) from the config file."""
+        needed = ("tracking_uri", "model_name", "lifecycle_db_url")
+        if all(k in args for k in needed):
+            return cls.model_validate(args)
+        from mlops_assets.settings import load_settings
+
+        path = _find_config(args.get("config_path"))
+        settings = load_settings(path)
+        base = {
+            "config_path": str(settings.config_path),
+            "tracking_uri": settings.tracking_uri,
+            "model_name": settings.model_name,
+            "lifecycle_db_url": settings.lifecycle_db_url,
+            "max_shadows": settings.policy.max_shadows,
+            "shadow_traffic_percent": settings.policy.shadow_traffic_percent,
+            "serving": settings.config.serving.model_dump(),
+        }
+        base.update({k: v for k, v in args.items() if k != "config_path"})
+        return cls.model_validate(base)
+
+
+def _find_config(value: str | None) -> Path | None:
+    """A relative config path resolves against the cwd, then the repository root."""
+    if not value:
+        return None
+    path = Path(value)
+    if path.is_absolute() or path.exists():
+        return path
+    repo = Path(__file__).resolve().parents[1] / path
+    return repo if repo.exists() else path
+
+
+def model_cpus(args: AppArgs) -> float:
+    """CPU share of one model replica so that every slot fits in `serving.num_cpus`."""
+    free = max(0.2, args.serving.num_cpus - INGRESS_CPUS - 0.1)
+    return round(min(1.0, free / (1 + args.max_shadows)), 3)
+
+
+# ------------------------------------------------------------------------------ model replica
