@@ -55,6 +55,25 @@ def ingest_labels(context: dg.OpExecutionContext, lifecycle: LifecycleResource, 
     return after
 
 
+@dg.op(description="Judge every expired shadow test (the safety net for a failed expiry run).")
+def judge_expired_shadow_tests(
+    context: dg.OpExecutionContext, lifecycle: LifecycleResource, after: int
+) -> int:
+    """Decide every shadow test past its expiry that is still open.
+
+    The shadow-expiry sensor starts one run per expiry (its run key), so a run that failed has
+    used its key; without this step nothing would judge that test again until `mlops cycle`.
+    """
+    from mlops_assets.lifecycle import shadow
+
+    records = shadow.run_shadow_expiry(
+        lifecycle.context(), actor=actor_from_run(context.run.tags), dagster_run_id=context.run_id
+    )
+    for rec in records:
+        context.log.info(f"shadow v{rec.challenger_version}: {rec.decision} ({rec.status})")
+    return after
+
+
 @dg.op(description="Roll back a new champion whose live quality fell during probation.")
 def probation_check(
     context: dg.OpExecutionContext, lifecycle: LifecycleResource, after: int
@@ -79,10 +98,13 @@ def retention(context: dg.OpExecutionContext, lifecycle: LifecycleResource, afte
     context.log.info(f"retention: {report}")
 
 
-@dg.job(description="Reconcile, ingest labels, probation check and retention.")
+@dg.job(
+    description="Reconcile, ingest labels, judge expired shadow tests, probation check and "
+    "retention."
+)
 def lifecycle_maintenance() -> None:
-    """Periodic maintenance; shadow expiry runs as its own asset job."""
-    retention(probation_check(ingest_labels(reconcile_registry())))
+    """Periodic maintenance; also judges shadow tests whose own expiry run failed."""
+    retention(probation_check(judge_expired_shadow_tests(ingest_labels(reconcile_registry()))))
 
 
 @dg.job(description="Probation check alone (started by the probation sensor).")

@@ -558,3 +558,36 @@ def test_a_whole_cycle_opens_the_store_once(world: World, monkeypatch: pytest.Mo
         assert manager.status(lc)["champion"]["version"] == v1
         assert manager.lineage(lc, v2)["version"] == v2
     assert len(engines) == 1
+
+
+def test_the_maintenance_job_judges_an_expired_shadow_test(
+    world: World, monkeypatch: pytest.MonkeyPatch
+):
+    """A shadow test whose own expiry run failed (its run key used) is judged by maintenance."""
+    from mlops_assets.jobs import lifecycle_maintenance
+    from mlops_assets.lifecycle import context
+    from resources import LifecycleResource
+
+    w = world
+    t0 = utcnow() - timedelta(minutes=10)
+    v1 = w.bootstrap()
+    v2 = w.start_shadow(v1, t0)
+    ids = mirrored_traffic(w, v1, v2, 60, t0 + timedelta(seconds=10), 0.9, 0.6)
+    write_label_file(w, "labels.csv", ids, truth(60))
+    assert w.store.expired_shadow_tests(w.name)  # expired by the database's clock
+
+    monkeypatch.setattr(context, "_shared", {})
+    config = w.settings.config_path
+    result = lifecycle_maintenance.execute_in_process(
+        resources={"lifecycle": LifecycleResource(config_path=str(config))}
+    )
+    assert result.success
+    (decision,) = [
+        d
+        for d in w.store.decisions(model_name=w.name)
+        if d.challenger_version == v2 and d.decision == Decision.REJECT
+    ]
+    assert decision.status == DecisionStatus.APPLIED
+    assert w.aliases() == {"champion": v1}
+    assert w.state(v2) == "rejected"
+    assert not w.store.expired_shadow_tests(w.name)
