@@ -227,6 +227,9 @@ class ServingSection(_Strict):
     admin_token_env: str = "MLOPS_ADMIN_TOKEN"
     prediction_log_flush_s: float = Field(0.5, gt=0)
     prediction_log_batch: int = Field(256, ge=1)
+    # The prediction log's size bound: a size check (metric and alert) fires above it, before
+    # the disk fills. Retention (`automation.retention`) is what keeps it below.
+    prediction_log_max_rows: int = Field(5_000_000, ge=1000)
 
 
 class LifecycleStoreSection(_Strict):
@@ -243,6 +246,8 @@ class AutomationSection(_Strict):
     # The schedule is the new-file sensor's safety net: it leaves files younger than this to
     # the sensor, so the two never race to run the same file.
     schedule_grace_s: int = Field(300, ge=0)
+    # Prediction-log rows older than this go, of every role, except those an open shadow test
+    # or probation window still needs (lifecycle/retention.py).
     retention: Duration = timedelta(days=30)
     alert_webhook_url: str | None = None
 
