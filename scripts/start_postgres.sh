@@ -80,8 +80,15 @@ install -d -o postgres -g postgres -m 2775 /var/run/postgresql
 
 if [[ "$STATUS" != online* ]]; then
   log "starting cluster $PG_VERSION/main on port $PG_PORT"
-  # 9>&-: the server daemon must not inherit (and so hold) the lock file descriptor.
-  pg_ctlcluster "$PG_VERSION" main start >&2 9>&-
+  # The server daemon must not inherit (and so hold for its whole life) any lock file
+  # descriptor: ours (9), or a caller's such as `flock LOCK bash start_postgres.sh` (3).
+  (
+    for fd in /proc/$BASHPID/fd/*; do
+      fd=${fd##*/}
+      if (( fd > 2 )); then eval "exec $fd>&-" 2>/dev/null || true; fi
+    done
+    exec pg_ctlcluster "$PG_VERSION" main start >&2
+  )
 else
   log "cluster $PG_VERSION/main already running on port $PG_PORT"
 fi
