@@ -147,6 +147,39 @@ class ServingMetrics:
             "Prediction rows queued for the lifecycle store, or held while it is down",
             registry=r,
         )
+        self.predlog_spilled = Counter(
+            "mlops_prediction_log_spilled_total",
+            "Prediction rows written to the spill file because the store was down at shutdown "
+            "(the next start replays them)",
+            registry=r,
+        )
+        self.predlog_replayed = Counter(
+            "mlops_prediction_log_replayed_total",
+            "Spilled prediction rows written back from the spill file at start",
+            registry=r,
+        )
+        self.predlog_rows = Gauge(
+            "mlops_prediction_log_rows",
+            "Rows in the prediction log (every model and role), from the lifecycle store",
+            registry=r,
+        )
+        self.predlog_bytes = Gauge(
+            "mlops_prediction_log_bytes",
+            "Approximate bytes on disk of the prediction log (PostgreSQL: table, indexes and "
+            "TOAST; SQLite: the pages in use of the whole database file)",
+            registry=r,
+        )
+        self.predlog_max_rows = Gauge(
+            "mlops_prediction_log_max_rows",
+            "The configured size bound of the prediction log (serving.prediction_log_max_rows)",
+            registry=r,
+        )
+        self.labels_rejected = Counter(
+            "mlops_labels_rejected_total",
+            "Labels /feedback refused, by reason (unknown_id, conflict, unknown_class, ...)",
+            ["reason"],
+            registry=r,
+        )
         self.feature_drift = Gauge(
             "mlops_feature_drift",
             "Latest drift statistic per feature and method against the champion's training "
@@ -201,6 +234,22 @@ class ServingMetrics:
             if p_value is not None and not math.isnan(p_value):
                 self.feature_drift_p.labels(feature=feature, method=method).set(p_value)
         self._drift_labels = {k for k, (v, _) in rows.items() if not math.isnan(v)}
+
+    def set_prediction_log_size(
+        self, rows: int, approx_bytes: int | None, max_rows: int | None = None
+    ) -> None:
+        """Set the prediction-log size gauges (from `LifecycleStore.prediction_log_stats()`)."""
+        self.predlog_rows.set(rows)
+        if approx_bytes is not None:
+            self.predlog_bytes.set(approx_bytes)
+        if max_rows is not None:
+            self.predlog_max_rows.set(max_rows)
+
+    def reject_labels(self, counts: Mapping[str, int]) -> None:
+        """Count rejected labels, {reason: n}."""
+        for reason, n in counts.items():
+            if n:
+                self.labels_rejected.labels(reason=reason).inc(n)
 
     def set_decision_counts(self, counts: Mapping[str, int]) -> None:
         """The store's decision counts behind `mlops_lifecycle_decisions_total`."""

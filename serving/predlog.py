@@ -104,6 +104,7 @@ class PredictionLogWriter:
         dump: Codec = _same,
         load: Codec = _same,
         on_spilled: Counter = _ignore,
+        on_replayed: Counter = _ignore,
     ) -> None:
         self._sink = sink
         self._batch = max(1, batch)
@@ -120,6 +121,7 @@ class PredictionLogWriter:
         self._dump = dump
         self._load = load
         self._on_spilled = on_spilled
+        self._on_replayed = on_replayed
         self._replay_due = self._spill_path is not None
         self._queue: deque[Any] = deque()
         self._rows = 0
@@ -133,6 +135,7 @@ class PredictionLogWriter:
         self.written = 0
         self.dropped = 0
         self.spilled = 0
+        self.replayed = 0
 
     @property
     def pending(self) -> int:
@@ -484,6 +487,8 @@ class PredictionLogWriter:
             self._drop(bad)
         if items:
             log.warning("replayed %d spilled prediction rows from %s", rows, path)
+            self.replayed += rows
+            self._on_replayed(rows)
         return rows
 
 

@@ -220,7 +220,7 @@ def test_store_down_at_shutdown_spills_and_the_next_start_replays(
     finally:
         up.close()
     assert spill.stat().st_size == 0, "the spill file is truncated once its rows are written"
-    assert (second.written, second.dropped) == (4, 0)
+    assert (second.written, second.replayed, second.dropped) == (4, 4, 0)
     assert _logged(sqlite_url) == EXPECTED
 
 
