@@ -9,11 +9,14 @@ API") for /health, /model/info, /predict, /batch_predict and /metrics.
 Environment: MLOPS_BUNDLE_DIR, MLOPS_SERVE_HOST (127.0.0.1), MLOPS_SERVE_PORT (8080),
 MLOPS_MODEL_NAME, MLOPS_MODEL_VERSION (labels only), MLOPS_MAX_BODY_BYTES (2000000),
 MLOPS_MAX_BATCH_SIZE (1000).
+
+Bodies go through the same total parser as the Ray app (serving/http.py: bounded depth, keys,
+strings and numbers, lingering close past the size limit), and errors have the same shape
+(`{"detail": "...", "errors": [{"field", "message", "kind"}]}`): no input gives a 5xx.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import time
@@ -22,9 +25,10 @@ from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import Response
 
 from mlops_assets.lifecycle.bundle import Predictor, load_bundle
+from serving.http import ApiError, field_error, json_response, read_json_body
 from serving.metrics import CONTENT_TYPE, ServingMetrics
 from serving.validation import validate_records
 
@@ -65,35 +69,45 @@ class BundleApp:
         self.metrics.requests.labels(**labels, endpoint=endpoint, code=str(code)).inc()
         if code == 200:
             self.metrics.latency.labels(**labels).observe(time.perf_counter() - started)
-        return JSONResponse(body, status_code=code)
+        return json_response(body, code)
 
     async def predict(self, request: Request, endpoint: str) -> Response:
         """Validate, predict and answer one record (/predict) or many (/batch_predict)."""
         started = time.perf_counter()
-        declared = request.headers.get("content-length", "")
-        # Refuse a declared oversize body before reading it; check the real size as well.
-        if declared.isdigit() and int(declared) > self.max_body_bytes:
-            detail = f"body of {declared} bytes exceeds {self.max_body_bytes}"
-            return self._reply(endpoint, started, 413, {"detail": detail})
-        raw = await request.body()
-        if len(raw) > self.max_body_bytes:
-            detail = f"body of {len(raw)} bytes exceeds {self.max_body_bytes}"
-            return self._reply(endpoint, started, 413, {"detail": detail})
         try:
-            payload = json.loads(raw)
-        except ValueError as exc:
-            return self._reply(endpoint, started, 422, {"detail": f"invalid JSON: {exc}"})
+            return await self._predict(request, endpoint, started)
+        except ApiError as err:
+            self.metrics.requests.labels(
+                role=ROLE, model_version=self.version, endpoint=endpoint, code=str(err.status)
+            ).inc()
+            return err.response()
+
+    def _records(self, payload: Any, single: bool) -> list[Any]:
+        key = "features" if single else "instances"
+        if not isinstance(payload, dict):
+            raise field_error("body", f"expected a JSON object with '{key}'")
+        if key not in payload:
+            raise field_error(key, "is missing")
+        records = payload[key]
+        if single:
+            if not isinstance(records, dict):
+                raise field_error(key, "expected an object of feature values")
+            return [records]
+        if not isinstance(records, list):
+            raise field_error(key, "expected an array of objects")
+        if not records:
+            raise field_error(key, "must not be empty")
+        if len(records) > self.max_batch_size:
+            raise ApiError(
+                413, f"{len(records)} instances exceed max_batch_size ({self.max_batch_size})"
+            )
+        return records
+
+    async def _predict(self, request: Request, endpoint: str, started: float) -> Response:
+        payload = await read_json_body(request, self.max_body_bytes)
         single = endpoint == "/predict"
         key = "features" if single else "instances"
-        records = payload.get(key) if isinstance(payload, dict) else None
-        if single and isinstance(records, dict):
-            records = [records]
-        if not isinstance(records, list) or not records:
-            detail = [{"field": key, "message": "is missing or empty"}]
-            return self._reply(endpoint, started, 422, {"detail": detail})
-        if len(records) > self.max_batch_size:
-            detail = [{"field": key, "message": f"more than {self.max_batch_size} instances"}]
-            return self._reply(endpoint, started, 413, {"detail": detail})
+        records = self._records(payload, single)
         checked = validate_records(
             self.predictor.schema,
             records,
@@ -104,9 +118,14 @@ class BundleApp:
         for (feature, kind), count in checked.warning_counts.items():
             self.metrics.input_warnings.labels(feature=feature, kind=kind).inc(count)
         if not checked.ok:
-            detail = [issue.model_dump() for issue in checked.errors]
-            return self._reply(endpoint, started, 422, {"detail": detail})
-        batch = self.predictor.predict(checked.records)
+            errors = [issue.model_dump() for issue in checked.errors]
+            first = errors[0]
+            raise ApiError(422, f"{first['field']}: {first['message']}", errors)
+        try:
+            batch = self.predictor.predict(checked.records)
+        except Exception:  # the model failed on valid input: a real 5xx, counted as one
+            log.exception("the model failed on a validated request")
+            raise ApiError(500, "the model failed on this request") from None
         for label in batch.labels:
             self.metrics.predictions.labels(
                 role=ROLE, model_version=self.version, **{"class": label}
@@ -127,6 +146,8 @@ class BundleApp:
                 "probabilities": probabilities,
                 "model_version": self.version,
             }
+        if checked.warnings:
+            body["warnings"] = [w.model_dump() for w in checked.warnings]
         return self._reply(endpoint, started, 200, body)
 
 
