@@ -293,18 +293,23 @@ def test_prune_keeps_named_versions_and_drops_orphan_labels(store: LifecycleStor
     assert store.labels(["old1", "old2", "new"]) == {"old1": "True", "new": "True"}
 
 
-def test_labels_upsert_and_report_unknown_ids(store: LifecycleStore):
+def test_api_labels_first_wins_and_unknown_ids_are_rejected(store: LifecycleStore):
     store.log_predictions([pred("a"), pred("b")])
     result = store.add_labels(
         [("a", "True"), ("zzz", "False"), ("a", "False"), ("b", " True ")], source="api"
     )
-    assert result.accepted == 3
+    assert result.accepted == 2
     assert result.unknown_ids == ["zzz"]
-    assert store.labels(["a", "b", "zzz", "none"]) == {"a": "False", "b": "True", "zzz": "False"}
-    # Idempotent: sending the same labels again changes nothing.
-    again = store.add_labels([("a", "False")], source="api")
-    assert (again.accepted, again.unknown_ids) == (1, [])
-    assert store.labels(["a"]) == {"a": "False"}
+    assert [(r.request_id, r.reason) for r in result.rejected] == [
+        ("zzz", "unknown_id"),
+        ("a", "conflict"),
+    ]
+    assert (result.conflicts, result.duplicates) == (1, 0)
+    assert store.labels(["a", "b", "zzz", "none"]) == {"a": "True", "b": "True"}
+    # Idempotent: sending the same label again changes nothing and is no conflict.
+    again = store.add_labels([("a", "True")], source="api")
+    assert (again.accepted, again.duplicates, again.conflicts, again.rejected) == (0, 1, 0, [])
+    assert store.labels(["a"]) == {"a": "True"}
     with pytest.raises(ValueError, match="request_id"):
         store.add_labels([("  ", "True")], source="api")
     with pytest.raises(ValueError, match="empty"):
@@ -362,9 +367,9 @@ def test_labelled_pairs_uses_the_same_rows_for_both_models(store: LifecycleStore
     assert empty.empty and len(empty.columns) == 6
 
 
-def test_labels_may_arrive_before_predictions(store: LifecycleStore):
-    result = store.add_labels([("early", "True")], source="api")
-    assert result.unknown_ids == ["early"]
+def test_file_labels_may_arrive_before_predictions(store: LifecycleStore):
+    result = store.add_labels([("early", "True")], source="file")
+    assert (result.accepted, result.unknown_ids, result.rejected) == (1, ["early"], [])
     assert store.labelled_predictions("1").empty
     store.log_predictions([pred("early")])
     frame = store.labelled_predictions("1")

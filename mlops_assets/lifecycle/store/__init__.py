@@ -19,7 +19,8 @@ Where things are:
 - `tables`: the tables; `migrations`: schema versions and `upgrade`;
 - `base`: `StoreBase`, the engine of one store and its read/write transactions;
 - one mixin per concern: `decisions` (decisions and alias history), `predictions` (the
-  prediction log), `labels`, `locks` (leases on the database's clock, refreshed while held;
+  prediction log, its retention and size), `labels` (first label wins, a label file outranks
+  the API, conflicts recorded), `locks` (leases on the database's clock, refreshed while held;
   a dead holder is taken over), `shadow` (shadow tests), `drift`;
 - `models` and `errors`: what the store takes, returns and raises.
 """
@@ -35,7 +36,12 @@ from mlops_assets.lifecycle.store.engine import (
     create_store_engine,
 )
 from mlops_assets.lifecycle.store.errors import DecisionConflict, LockBusy, LockLost, StoreError
-from mlops_assets.lifecycle.store.labels import LabelsMixin
+from mlops_assets.lifecycle.store.labels import (
+    MAX_REQUEST_ID_LENGTH,
+    LabelsMixin,
+    is_file_source,
+    source_rank,
+)
 from mlops_assets.lifecycle.store.locks import (
     DEFAULT_LOCK_TTL,
     LocksMixin,
@@ -52,9 +58,13 @@ from mlops_assets.lifecycle.store.migrations import (
 from mlops_assets.lifecycle.store.models import (
     AliasMove,
     DriftRow,
+    LabelConflict,
     LabelResult,
     LockInfo,
+    PredictionLogStats,
     PredictionRow,
+    RejectedLabel,
+    RetentionWindow,
     Role,
     RoleStats,
     ShadowTest,
@@ -67,6 +77,7 @@ from mlops_assets.lifecycle.store.tables import (
     alias_history_table,
     decisions_table,
     drift_results_table,
+    label_conflicts_table,
     labels_table,
     locks_table,
     metadata,
@@ -90,17 +101,22 @@ class LifecycleStore(
 __all__ = [
     "CURRENT_SCHEMA_VERSION",
     "DEFAULT_LOCK_TTL",
+    "MAX_REQUEST_ID_LENGTH",
     "MIGRATIONS",
     "PREDICTION_LOG_COLUMNS",
     "AliasMove",
     "DecisionConflict",
     "DriftRow",
+    "LabelConflict",
     "LabelResult",
     "LifecycleStore",
     "LockBusy",
     "LockInfo",
     "LockLost",
+    "PredictionLogStats",
     "PredictionRow",
+    "RejectedLabel",
+    "RetentionWindow",
     "Role",
     "RoleStats",
     "ShadowTest",
@@ -115,6 +131,8 @@ __all__ = [
     "decisions_table",
     "drift_results_table",
     "holder_identity",
+    "is_file_source",
+    "label_conflicts_table",
     "labels_table",
     "locks_table",
     "metadata",
@@ -122,6 +140,7 @@ __all__ = [
     "prediction_log_table",
     "schema_version_table",
     "shadow_tests_table",
+    "source_rank",
     "stale_reason",
     "stored_schema_version",
     "upgrade",

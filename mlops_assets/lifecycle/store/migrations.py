@@ -28,6 +28,7 @@ from mlops_assets.lifecycle.store.tables import (
     alias_history_table,
     decisions_table,
     drift_results_table,
+    label_conflicts_table,
     labels_table,
     prediction_log_table,
     schema_version_table,
@@ -87,6 +88,10 @@ def _m5_lock_holder(conn: Connection) -> None:
         conn.exec_driver_sql(f"ALTER TABLE locks ADD COLUMN {column}")
 
 
+def _m6_label_conflicts(conn: Connection) -> None:
+    label_conflicts_table.create(conn)
+
+
 MIGRATIONS: list[tuple[int, str, Callable[[Connection], None]]] = [
     (1, "decisions, alias history, prediction log, labels", _m1_core),
     (2, "transition locks and shadow tests", _m2_locks_and_shadow_tests),
@@ -97,6 +102,7 @@ MIGRATIONS: list[tuple[int, str, Callable[[Connection], None]]] = [
         _m4_drop_redundant_prediction_index,
     ),
     (5, "transition locks: the holder's host, pid and pid namespace", _m5_lock_holder),
+    (6, "label conflicts: a second, different label for a request", _m6_label_conflicts),
 ]
 CURRENT_SCHEMA_VERSION = MIGRATIONS[-1][0]
 

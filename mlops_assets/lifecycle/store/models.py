@@ -49,11 +49,80 @@ class PredictionRow(BaseModel):
         return value if value is None or isinstance(value, str) else str(value)
 
 
+class RejectedLabel(BaseModel):
+    """A label `add_labels` did not store, and why.
+
+    `unknown_id`: the request is not in the prediction log (or its id cannot be: too long, not
+    text). `conflict`: the request already has a different label that this source cannot
+    replace. The stored label is not echoed back: a caller must not learn the ground truth.
+    """
+
+    request_id: str
+    reason: Literal["unknown_id", "conflict"]
+
+
 class LabelResult(BaseModel):
-    """Outcome of `add_labels`: how many were stored, and which ids have no logged prediction."""
+    """Outcome of `add_labels`: what was stored, what was refused, and why.
+
+    `accepted` counts labels stored or replaced by this call; `duplicates` counts labels equal to
+    the one already stored (idempotent repeats, not stored again); `conflicts` counts differing
+    labels (kept out, or replacing an API label, see `add_labels`), each recorded in
+    `label_conflicts`. `unknown_ids` lists the ids with no logged prediction, whether rejected
+    (API) or stored to join once their predictions are logged (label files).
+    """
 
     accepted: int
     unknown_ids: list[str] = Field(default_factory=list)
+    rejected: list[RejectedLabel] = Field(default_factory=list)
+    conflicts: int = 0
+    duplicates: int = 0
+
+
+class LabelConflict(BaseModel):
+    """A second, different label offered for a request that already had one, and what won."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    seq: int
+    request_id: str
+    existing_label: str
+    existing_source: str
+    offered_label: str
+    offered_source: str
+    time: datetime
+    resolution: Literal["kept", "replaced"]  # kept: the stored label stayed
+
+
+class RetentionWindow(BaseModel):
+    """Prediction-log rows retention must keep whatever their age: one role since a time.
+
+    `model_version=None` keeps that role's rows of every version (a shadow test pairs the shadow
+    with whichever champion answered); `model_name=None` keeps them for every model.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    role: Role
+    since: datetime
+    model_version: str | None = None
+    model_name: str | None = None
+    reason: str = ""
+
+
+class PredictionLogStats(BaseModel):
+    """How big the prediction log is: rows, approximate bytes on disk, oldest row.
+
+    `approx_bytes` is `pg_total_relation_size('prediction_log')` (table, indexes, TOAST) on
+    PostgreSQL and the pages in use of the whole database file on SQLite (the prediction log is
+    nearly all of it; a per-table figure would have to read every page). `rows_exact` is False
+    when `rows` is an estimate (PostgreSQL's planner count, SQLite's seq span).
+    """
+
+    rows: int
+    rows_exact: bool = True
+    approx_bytes: int | None = None
+    bytes_scope: Literal["table", "database"] = "table"
+    oldest: datetime | None = None
 
 
 class ShadowTest(BaseModel):

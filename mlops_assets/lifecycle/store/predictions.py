@@ -12,9 +12,16 @@ import sqlalchemy as sa
 
 from mlops_assets.lifecycle.store.base import StoreBase, dumps, loads
 from mlops_assets.lifecycle.store.engine import as_utc
-from mlops_assets.lifecycle.store.models import PredictionRow, Role, RoleStats
+from mlops_assets.lifecycle.store.models import (
+    PredictionLogStats,
+    PredictionRow,
+    RetentionWindow,
+    Role,
+    RoleStats,
+)
 from mlops_assets.lifecycle.store.tables import (
     PREDICTION_LOG_COLUMNS,
+    label_conflicts_table,
     labels_table,
     prediction_log_table,
 )
@@ -139,26 +146,108 @@ class PredictionLogMixin(StoreBase):
         with self._read() as conn:
             return [self._prediction_from_row(r) for r in conn.execute(q)]
 
-    def prune_predictions(self, before: datetime, keep_versions: set[str]) -> int:
-        """Delete predictions older than `before` except those of `keep_versions`.
+    def prune_predictions(
+        self,
+        before: datetime,
+        keep_versions: set[str] | None = None,
+        *,
+        keep: Sequence[RetentionWindow] = (),
+        model_name: str | None = None,
+        batch_rows: int = 20_000,
+    ) -> int:
+        """Delete predictions older than `before`, of every role, except what is still needed.
 
-        Labels received before `before` whose request no longer has any logged prediction go
-        too. Returns the number of prediction rows deleted.
+        Kept whatever their age: rows of `keep_versions` (any role), and rows inside a `keep`
+        window (its role, since its time, of its version and model when it names them: an open
+        shadow test or probation window). With `model_name`, only that model's rows are pruned
+        (each model's retention knows its own windows; a shared store holds other models too).
+        Deletes in transactions of at most `batch_rows` rows, so the server's log writer is
+        never locked out for long. Labels received before `before` whose request no longer has
+        any logged prediction go too, and so do label conflicts recorded before `before`.
+        Returns the number of prediction rows deleted.
         """
-        p, lab = prediction_log_table, labels_table
-        q = sa.delete(p).where(p.c.time < before)
+        p, lab, conf = prediction_log_table, labels_table, label_conflicts_table
+        before = as_utc(before)
+        condition = [p.c.time < before]
+        if model_name is not None:
+            condition.append(p.c.model_name == model_name)
         if keep_versions:
-            q = q.where(p.c.model_version.not_in(sorted(str(v) for v in keep_versions)))
+            condition.append(p.c.model_version.not_in(sorted(str(v) for v in keep_versions)))
+        for window in keep:
+            inside = [p.c.role == window.role, p.c.time >= as_utc(window.since)]
+            if window.model_version is not None:
+                inside.append(p.c.model_version == str(window.model_version))
+            if window.model_name is not None:
+                inside.append(p.c.model_name == window.model_name)
+            condition.append(sa.not_(sa.and_(*inside)))
+        doomed = sa.select(p.c.seq).where(*condition).limit(batch_rows)
+        deleted = 0
+        while True:
+            with self._write() as conn:
+                count = conn.execute(sa.delete(p).where(p.c.seq.in_(doomed))).rowcount
+            deleted += count
+            if count < batch_rows:
+                break
         with self._write() as conn:
-            deleted = conn.execute(q).rowcount
             orphans = conn.execute(
                 sa.delete(lab).where(
                     lab.c.time < before,
                     ~sa.exists().where(p.c.request_id == lab.c.request_id),
                 )
             ).rowcount
-        log.info("pruned %d predictions and %d orphaned labels before %s", deleted, orphans, before)
+            conflicts = conn.execute(sa.delete(conf).where(conf.c.time < before)).rowcount
+        log.info(
+            "pruned %d predictions, %d orphaned labels and %d label conflicts before %s",
+            deleted,
+            orphans,
+            conflicts,
+            before,
+        )
         return deleted
+
+    def prediction_log_stats(self, *, exact: bool = True) -> PredictionLogStats:
+        """Rows, approximate bytes and oldest row time of the prediction log (a size metric).
+
+        `exact=False` skips the row count (a scan of the log's smallest index) for an estimate:
+        PostgreSQL's planner count (`reltuples`, fresh after ANALYZE), or SQLite's span of
+        sequence numbers (an upper bound: retention deletes the oldest rows).
+        """
+        p = prediction_log_table
+        postgres = self.engine.dialect.name == "postgresql"
+        with self._read() as conn:
+            oldest = conn.execute(sa.select(sa.func.min(p.c.time))).scalar()
+            rows: int | None = None
+            if not exact and postgres:
+                estimate = conn.execute(
+                    sa.text("SELECT reltuples FROM pg_class WHERE oid = to_regclass(:t)"),
+                    {"t": p.name},
+                ).scalar()
+                rows = int(estimate) if estimate is not None and estimate >= 0 else None
+            elif not exact:
+                span = sa.select(sa.func.min(p.c.seq), sa.func.max(p.c.seq))
+                low, high = conn.execute(span).one()
+                rows = 0 if low is None else int(high) - int(low) + 1
+            if rows is None:
+                rows = int(conn.execute(sa.select(sa.func.count()).select_from(p)).scalar() or 0)
+                exact = True
+            if postgres:
+                size = conn.execute(
+                    sa.text("SELECT pg_total_relation_size(to_regclass(:t))"), {"t": p.name}
+                ).scalar()
+                scope = "table"
+            else:
+                page_size = conn.exec_driver_sql("PRAGMA page_size").scalar() or 0
+                pages = conn.exec_driver_sql("PRAGMA page_count").scalar() or 0
+                free = conn.exec_driver_sql("PRAGMA freelist_count").scalar() or 0
+                size = (pages - free) * page_size
+                scope = "database"
+        return PredictionLogStats(
+            rows=rows,
+            rows_exact=exact,
+            approx_bytes=None if size is None else int(size),
+            bytes_scope=scope,
+            oldest=None if oldest is None else as_utc(oldest),
+        )
 
     def role_stats(self, model_name: str, version: str, role: Role, since: datetime) -> RoleStats:
         """Requests, errors and p50 latency of a version's predictions in one role since `since`.

@@ -94,6 +94,22 @@ labels_table = sa.Table(
     sa.Column("time", UTCDateTime, nullable=False, index=True),
 )
 
+# A second, different label for a request that already had one (v6): what was stored, what was
+# offered, and whether the offer was kept out or replaced the stored label. A repeat of the same
+# offer against the same stored label is recorded once (see `LabelsMixin.add_labels`).
+label_conflicts_table = sa.Table(
+    "label_conflicts",
+    metadata,
+    sa.Column("seq", _Seq, primary_key=True, autoincrement=True),
+    sa.Column("request_id", sa.String(128), nullable=False, index=True),
+    sa.Column("existing_label", sa.Text, nullable=False),
+    sa.Column("existing_source", sa.String(255), nullable=False),
+    sa.Column("offered_label", sa.Text, nullable=False),
+    sa.Column("offered_source", sa.String(255), nullable=False),
+    sa.Column("time", UTCDateTime, nullable=False, index=True),
+    sa.Column("resolution", sa.String(16), nullable=False),
+)
+
 locks_table = sa.Table(
     "locks",
     metadata,
