@@ -10,12 +10,19 @@
 - `stop(settings)`: stop only what we started: in process `serve.shutdown()` +
   `ray.shutdown()`; otherwise SIGTERM to the recorded runner pid (its process group when it
   was detached), checked against the recorded process start time. Never `ray stop`.
+
+One server per project: `start` holds an exclusive `flock` on `MLOPS_HOME/serve.lock` for as
+long as it serves (the kernel releases it when the process dies, so a crash leaves no stale
+lock). A second `mlops serve` fails at once with ServeLockBusy, naming the holder's pid (the
+file's content). `start_detached` takes the lock before it spawns the runner and hands the
+locked descriptor down to it, so two detached starts cannot both get as far as Ray either.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import fcntl
 import json
 import logging
 import os
@@ -38,8 +45,23 @@ log = logging.getLogger(__name__)
 STATE_FILE = "serve.json"
 PID_FILE = "serve.pid"
 LOG_FILE = "serve.log"
+LOCK_FILE = "serve.lock"
 DETACHED_ENV = "MLOPS_SERVE_DETACHED"
+LOCK_FD_ENV = "MLOPS_SERVE_LOCK_FD"  # the locked descriptor start_detached hands down
 STOP_TIMEOUT_S = 60.0
+
+
+class ServeLockBusy(RuntimeError):
+    """Another `mlops serve` of this project holds the serve lock."""
+
+    def __init__(self, path: Path, holder: int | None) -> None:
+        who = f"pid {holder}" if holder is not None else "a process that has not written its pid"
+        super().__init__(
+            f"a server of this project already runs: {who} holds the serve lock {path}; "
+            "stop it with `mlops serve --stop` (or wait for it to exit)"
+        )
+        self.path = path
+        self.holder = holder
 
 
 class ServeHandleInfo(BaseModel):
@@ -62,11 +84,14 @@ class ServeHandleInfo(BaseModel):
 class _InProcess:
     """What this process started, so `stop` shuts down exactly that."""
 
-    def __init__(self, settings: Any, args: Any, info: ServeHandleInfo, owns_ray: bool) -> None:
+    def __init__(
+        self, settings: Any, args: Any, info: ServeHandleInfo, owns_ray: bool, lock_fd: int
+    ) -> None:
         self.settings = settings
         self.args = args
         self.info = info
         self.owns_ray = owns_ray
+        self.lock_fd = lock_fd
 
 
 _RUNNING: _InProcess | None = None
@@ -87,6 +112,76 @@ def _state_path(settings: Any) -> Path:
 
 def _pid_path(settings: Any) -> Path:
     return Path(settings.home) / PID_FILE
+
+
+def lock_path(settings: Any) -> Path:
+    """The project's serve lock file, beside serve.json and serve.pid."""
+    return Path(settings.home) / LOCK_FILE
+
+
+def _lock_holder(path: Path, wait_s: float = 1.0) -> int | None:
+    """The pid the lock's holder wrote (it may still be writing it: wait a little)."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            return int(path.read_text().split()[0])
+        if time.monotonic() >= deadline:
+            return None
+        time.sleep(0.05)
+
+
+def _record_holder(fd: int, pid: int) -> None:
+    """Write `<pid> <process start time>` into the lock file (for the loser's message)."""
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{pid} {_proc_start(pid) or ''}\n".encode(), 0)
+
+
+def acquire_serve_lock(settings: Any) -> int:
+    """Take the project's serve lock without waiting; return its descriptor.
+
+    Raises ServeLockBusy naming the holder's pid when another process holds it. A descriptor
+    handed down by start_detached (MLOPS_SERVE_LOCK_FD, the same locked open file) is taken
+    over rather than locked again.
+    """
+    path = lock_path(settings)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = _inherited_lock(path)
+    if fd is None:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise ServeLockBusy(path, _lock_holder(path)) from None
+    except BaseException:
+        os.close(fd)
+        raise
+    os.set_inheritable(fd, False)  # Ray's raylet and workers must not keep the lock alive
+    _record_holder(fd, os.getpid())
+    return fd
+
+
+def _inherited_lock(path: Path) -> int | None:
+    """The lock descriptor start_detached passed down, if it is this project's lock file."""
+    raw = os.environ.pop(LOCK_FD_ENV, None)
+    if not raw:
+        return None
+    try:
+        fd = int(raw)
+        same = os.fstat(fd).st_ino == path.stat().st_ino
+    except (ValueError, OSError):
+        return None
+    if not same:
+        return None
+    return fd
+
+
+def release_serve_lock(fd: int) -> None:
+    """Release the serve lock (closing its descriptor); the pid in the file is left as is."""
+    with contextlib.suppress(OSError):
+        fcntl.flock(fd, fcntl.LOCK_UN)
+    with contextlib.suppress(OSError):
+        os.close(fd)
 
 
 def _proc_stat(pid: int) -> list[str] | None:
@@ -164,75 +259,88 @@ def start(
     wait_s: float = 240.0,
 ) -> ServeHandleInfo:
     """Start a local Ray, Serve and the app; `blocking` serves until SIGINT/SIGTERM."""
-    global _RUNNING
     with _LOCK:
         if _RUNNING is not None:
             raise RuntimeError(f"already serving from this process at {_RUNNING.info.url}")
-        other = read_state(settings)
-        if other is not None and other.pid != os.getpid():
-            raise RuntimeError(
-                f"a server of this project already runs (pid {other.pid}, {other.url}); "
-                "stop it with `mlops serve --stop`"
-            )
-        serving = settings.config.serving
-        if not _port_free(serving.host, serving.port):
-            raise RuntimeError(
-                f"port {serving.port} on {serving.host} is in use; free it or set serving.port"
-            )
-        os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-        import ray
-        from ray import serve
-
-        from serving.deploy import app_args_from_settings, apply, wait_for_app
-
-        settings.home.mkdir(parents=True, exist_ok=True)
-        owns_ray = not ray.is_initialized()
-        temp_dir = None
-        if owns_ray:
-            # A short private temp dir: Ray's socket paths must stay under 108 bytes, and a
-            # private dir keeps this cluster apart from any other Ray on the machine.
-            temp_dir = tempfile.mkdtemp(prefix="mlops-ray-", dir="/tmp")
-            ray.init(
-                address="local",
-                num_cpus=serving.num_cpus,
-                include_dashboard=False,
-                namespace="mlops-serve",
-                log_to_driver=log_to_driver,
-                _temp_dir=temp_dir,
-                # A fixed port for Prometheus' `ray` job (compose sets 8080); random otherwise.
-                _metrics_export_port=int(os.environ["MLOPS_RAY_METRICS_PORT"])
-                if os.environ.get("MLOPS_RAY_METRICS_PORT")
-                else None,
-            )
+        lock_fd = acquire_serve_lock(settings)  # before anything else: no check-then-act race
         try:
-            serve.start(http_options={"host": serving.host, "port": serving.port})
-            args = app_args_from_settings(settings, log_predictions=log_predictions)
-            slots = apply(args, wait_s=wait_s)
-            wait_for_app(args.app_name, timeout_s=wait_s)
+            info = _start_locked(settings, lock_fd, log_to_driver, log_predictions, wait_s)
         except BaseException:
-            with contextlib.suppress(Exception):
-                serve.shutdown()
-            if owns_ray:
-                ray.shutdown()
-                shutil.rmtree(temp_dir or "", ignore_errors=True)
+            release_serve_lock(lock_fd)
             raise
-        pid = os.getpid()
-        info = ServeHandleInfo(
-            url=f"http://{serving.host}:{serving.port}",
-            app_name=args.app_name,
-            pid=pid,
-            pid_start=_proc_start(pid),
-            detached=os.environ.get(DETACHED_ENV) == "1",
-            ray_temp_dir=temp_dir,
-            slots={s: (r.version if r else None) for s, r in slots.items()},
-            started_at=datetime.now(UTC).isoformat(),
-        )
-        _state_path(settings).write_text(info.model_dump_json(indent=2))
-        _RUNNING = _InProcess(settings, args, info, owns_ray)
-        log.info("serving %s", info)
     if blocking:
         _serve_until_signal()
         stop(settings)
+    return info
+
+
+def _start_locked(
+    settings: Any, lock_fd: int, log_to_driver: bool, log_predictions: bool, wait_s: float
+) -> ServeHandleInfo:
+    """`start` once this process holds the project's serve lock."""
+    global _RUNNING
+    other = read_state(settings)
+    if other is not None and other.pid != os.getpid():
+        raise RuntimeError(
+            f"a server of this project already runs (pid {other.pid}, {other.url}); "
+            "stop it with `mlops serve --stop`"
+        )
+    serving = settings.config.serving
+    if not _port_free(serving.host, serving.port):
+        raise RuntimeError(
+            f"port {serving.port} on {serving.host} is in use; free it or set serving.port"
+        )
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    import ray
+    from ray import serve
+
+    from serving.deploy import app_args_from_settings, apply, wait_for_app
+
+    settings.home.mkdir(parents=True, exist_ok=True)
+    owns_ray = not ray.is_initialized()
+    temp_dir = None
+    if owns_ray:
+        # A short private temp dir: Ray's socket paths must stay under 108 bytes, and a
+        # private dir keeps this cluster apart from any other Ray on the machine.
+        temp_dir = tempfile.mkdtemp(prefix="mlops-ray-", dir="/tmp")
+        ray.init(
+            address="local",
+            num_cpus=serving.num_cpus,
+            include_dashboard=False,
+            namespace="mlops-serve",
+            log_to_driver=log_to_driver,
+            _temp_dir=temp_dir,
+            # A fixed port for Prometheus' `ray` job (compose sets 8080); random otherwise.
+            _metrics_export_port=int(os.environ["MLOPS_RAY_METRICS_PORT"])
+            if os.environ.get("MLOPS_RAY_METRICS_PORT")
+            else None,
+        )
+    try:
+        serve.start(http_options={"host": serving.host, "port": serving.port})
+        args = app_args_from_settings(settings, log_predictions=log_predictions)
+        slots = apply(args, wait_s=wait_s)
+        wait_for_app(args.app_name, timeout_s=wait_s)
+    except BaseException:
+        with contextlib.suppress(Exception):
+            serve.shutdown()
+        if owns_ray:
+            ray.shutdown()
+            shutil.rmtree(temp_dir or "", ignore_errors=True)
+        raise
+    pid = os.getpid()
+    info = ServeHandleInfo(
+        url=f"http://{serving.host}:{serving.port}",
+        app_name=args.app_name,
+        pid=pid,
+        pid_start=_proc_start(pid),
+        detached=os.environ.get(DETACHED_ENV) == "1",
+        ray_temp_dir=temp_dir,
+        slots={s: (r.version if r else None) for s, r in slots.items()},
+        started_at=datetime.now(UTC).isoformat(),
+    )
+    _state_path(settings).write_text(info.model_dump_json(indent=2))
+    _RUNNING = _InProcess(settings, args, info, owns_ray, lock_fd)
+    log.info("serving %s", info)
     return info
 
 
@@ -268,6 +376,7 @@ def _stop_in_process() -> None:
         ray.shutdown()
         shutil.rmtree(running.info.ray_temp_dir or "", ignore_errors=True)
     _clear_state(running.settings, running.info.pid)
+    release_serve_lock(running.lock_fd)
     _RUNNING = None
 
 
@@ -319,20 +428,29 @@ def start_detached(settings: Any, *, wait_s: float = 300.0) -> ServeHandleInfo:
     if running is not None:
         raise RuntimeError(f"a server of this project already runs (pid {running.pid})")
     settings.home.mkdir(parents=True, exist_ok=True)
+    # Locked here, before the spawn: of two detached starts, the loser fails now, and never
+    # writes serve.pid over the winner's. The runner takes the locked descriptor over.
+    lock_fd = acquire_serve_lock(settings)
     log_path = Path(settings.home) / LOG_FILE
     env = dict(os.environ, MLOPS_HOME=str(settings.home), RAY_USAGE_STATS_ENABLED="0")
     env[DETACHED_ENV] = "1"
+    env[LOCK_FD_ENV] = str(lock_fd)
     cmd = [sys.executable, "-m", "serving.runner", "--config", str(settings.config_path)]
-    with open(log_path, "ab") as logf:
-        proc = subprocess.Popen(
-            cmd,
-            stdin=subprocess.DEVNULL,
-            stdout=logf,
-            stderr=subprocess.STDOUT,
-            env=env,
-            cwd=str(settings.project_dir),
-            start_new_session=True,
-        )
+    try:
+        with open(log_path, "ab") as logf:
+            proc = subprocess.Popen(
+                cmd,
+                stdin=subprocess.DEVNULL,
+                stdout=logf,
+                stderr=subprocess.STDOUT,
+                env=env,
+                cwd=str(settings.project_dir),
+                start_new_session=True,
+                pass_fds=(lock_fd,),
+            )
+        _record_holder(lock_fd, proc.pid)
+    finally:
+        os.close(lock_fd)  # the runner's copy of the open file keeps it locked
     _pid_path(settings).write_text(f"{proc.pid} {_proc_start(proc.pid) or ''}\n")
     deadline = time.monotonic() + wait_s
     while time.monotonic() < deadline:
@@ -408,7 +526,11 @@ def main(argv: list[str] | None = None) -> int:
     from mlops_assets.settings import load_settings
 
     settings = load_settings(ns.config)
-    start(settings, blocking=True)
+    try:
+        start(settings, blocking=True)
+    except ServeLockBusy as exc:
+        log.error("%s", exc)
+        return 3
     return 0
 
 
