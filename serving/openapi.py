@@ -6,6 +6,8 @@ feature names (all required), types, categories (an enum when the feature refuse
 and nullability. Training ranges are documentation only (`x-training-min`/`x-training-max`
 and the description): the server answers an out-of-range number with a warning, so the spec
 must not call it invalid, or a fuzzer's "negative" cases would expect a 4xx that never comes.
+The hard bounds in the spec are the ones the server refuses past: the float32 range of the
+models and the body limits of `serving.http` (string length, keys per object).
 
 `openapi_for(info)` takes a ModelServer `info()` dict, so the ingress can serve the spec of the
 version loaded right now and the document follows a hot swap. No Ray, no Dagster here.
@@ -20,12 +22,15 @@ from fastapi.responses import HTMLResponse
 
 from mlops_assets.lifecycle.bundle import BOOL_FALSE_STRS, BOOL_TRUE_STRS
 from mlops_assets.lifecycle.schema import FeatureSpec, InputSchema
+from serving.http import MAX_KEYS, MAX_STRING_CHARS
+from serving.validation import MAX_ABS_NUMBER
 
 MAX_REQUEST_ID_LENGTH = 64
 _JSON = "application/json"
 _STR = {"type": "string"}
-# orjson reads integers outside int64..uint64 as floats, which a category refuses.
-_INT64 = {"type": "integer", "minimum": -(2**63), "maximum": 2**64 - 1}
+# The hard bounds the server refuses past (serving.http body limits, the models' float32 range).
+_TEXT = {"type": "string", "maxLength": MAX_STRING_CHARS}
+_NUMBER = {"type": "number", "minimum": -MAX_ABS_NUMBER, "maximum": MAX_ABS_NUMBER}
 _REQUEST_ID = {"type": "string", "pattern": "^[0-9a-f]{32}$", "description": "128-bit hex id"}
 
 
@@ -62,7 +67,7 @@ def _caseless(token: str) -> str:
 def _binary_strings(extra: set[str] | None) -> dict[str, Any]:
     tokens = sorted(BOOL_TRUE_STRS | BOOL_FALSE_STRS)
     pattern = r"^\s*(" + "|".join(_caseless(t) for t in tokens) + r")\s*$"
-    branch: dict[str, Any] = {"type": "string", "pattern": pattern}
+    branch: dict[str, Any] = {**_TEXT, "pattern": pattern}
     if extra:
         return {"anyOf": [branch, {"type": "string", "enum": sorted(extra)}]}
     return branch
@@ -72,7 +77,7 @@ def feature_schema(spec: FeatureSpec, binary_strings: set[str] | None = None) ->
     """The JSON Schema of one feature's value, as the server validates it."""
     out: dict[str, Any]
     if spec.type == "number":
-        out = {"type": "number"}
+        out = dict(_NUMBER)
         lo, hi = spec.min, spec.max
         if lo is not None or hi is not None:
             out["x-training-min"], out["x-training-max"] = lo, hi
@@ -87,11 +92,9 @@ def feature_schema(spec: FeatureSpec, binary_strings: set[str] | None = None) ->
         if cats and not spec.allow_unknown:
             out = {"enum": list(cats), "description": "one of the training categories"}
         else:
-            out = {
-                "anyOf": [{"type": "string"}, _INT64],
-                "description": "a category (an integer code is read as its text, and must be "
-                "written without a decimal point); values not seen in training get a warning",
-            }
+            # The server also reads an integer as its text; the spec asks for the string,
+            # because JSON Schema cannot tell 2 from 2.0 and the server refuses a float.
+            out = {**_TEXT, "description": "values not seen in training get a warning"}
             if cats:
                 out["examples"] = cats[:1]
     else:
@@ -109,12 +112,17 @@ def _features_schema(
     schema: InputSchema | None, binary_strings: dict[str, set[str]] | None
 ) -> dict[str, Any]:
     if schema is None:
-        return {"type": "object", "description": "no champion is loaded: inputs are unknown"}
+        return {
+            "type": "object",
+            "maxProperties": MAX_KEYS,
+            "description": "no champion is loaded: inputs are unknown",
+        }
     strings = binary_strings or {}
     return {
         "type": "object",
         "properties": {f.name: feature_schema(f, strings.get(f.name)) for f in schema.features},
         "required": schema.names,
+        "maxProperties": MAX_KEYS,
         "description": "every model input; other keys are ignored with an unknown_feature warning",
     }
 
@@ -162,7 +170,8 @@ def _components(
     warnings = {"type": "array", "items": _ref("Issue")}
     instances = {"type": "array", "items": _ref("Features"), "minItems": 1}
     split = _obj(["dataframe_split"], dataframe_split=_dataframe_split(schema, max_batch_size))
-    request_id = {"type": "string", "minLength": 1, "maxLength": MAX_REQUEST_ID_LENGTH}
+    # Not blank: the server strips the id before it looks it up.
+    request_id = {"type": "string", "pattern": r"\S", "maxLength": MAX_REQUEST_ID_LENGTH}
     label_item = _obj(["request_id", "label"], request_id=request_id, label=_ref("Label"))
     objects = {"type": "array", "items": {"type": "object"}}
     nullable_object = {"type": ["object", "null"]}

@@ -39,8 +39,19 @@ def test_the_served_spec_is_valid_openapi_31(server: Server, tmp_path: Path) -> 
     assert "requestBody" in paths["/predict"]["post"], "the served spec is not the typed one"
 
 
+def feedback_token(server: Server) -> str | None:
+    """The /feedback bearer token the app was started with, if it has one."""
+    name = getattr(server.settings.config.serving, "feedback_token_env", "MLOPS_FEEDBACK_TOKEN")
+    return os.environ.get(name) or None
+
+
 def test_generated_fuzzing_finds_no_5xx(server: Server, tmp_path: Path) -> None:
     before = server.metric("mlops_requests_total", endpoint="/predict", code="200")
+    env = dict(os.environ)
+    token = feedback_token(server)
+    env.pop("MLOPS_FEEDBACK_TOKEN", None)
+    if token:
+        env["MLOPS_FEEDBACK_TOKEN"] = token  # the script sends it to /feedback only
     out = subprocess.run(
         [
             "bash",
@@ -56,6 +67,7 @@ def test_generated_fuzzing_finds_no_5xx(server: Server, tmp_path: Path) -> None:
         capture_output=True,
         text=True,
         timeout=900,
+        env=env,
     )
     log = out.stdout + out.stderr
     summary = re.search(r"^fuzz: (\d+) cases sent, (\d+) 5xx$", out.stdout, re.MULTILINE)
@@ -68,4 +80,6 @@ def test_generated_fuzzing_finds_no_5xx(server: Server, tmp_path: Path) -> None:
     # The typed spec gets bodies through to the model: many answers are real predictions.
     assert by_op["POST /predict"].get("200", 0) >= CI_CASES // 10, by_op
     assert by_op["POST /batch_predict"].get("200", 0) > 0, by_op
+    # /feedback bodies reach the label checks (with the token, when one is configured).
+    assert by_op["POST /feedback"].get("422", 0) > 0, by_op
     assert server.metric("mlops_requests_total", endpoint="/predict", code="200") > before
