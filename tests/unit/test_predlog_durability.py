@@ -1,8 +1,9 @@
 """The prediction log keeps what it should: schema features only, every row through shutdown.
 
-Real stores only: a SQLite file store that works, and a PostgreSQL URL on a port nothing
-listens on (connection refused: the store is down). The sink opens its store lazily, as the
-ingress does, so pointing it at the working URL is "the store comes back".
+Real stores only: a working store (a SQLite file, and PostgreSQL when MLOPS_TEST_PG_URL is
+set), and a PostgreSQL URL on a port nothing listens on (connection refused: the store is
+down). The sink opens its store lazily, as the ingress does, so pointing it at the working
+URL is "the store comes back".
 """
 
 from __future__ import annotations
@@ -155,7 +156,7 @@ def test_spill_lines_round_trip_and_carry_only_features() -> None:
 
 
 def test_a_clean_close_writes_every_row_held_after_a_store_failure(
-    tmp_path: Path, sqlite_url: str
+    tmp_path: Path, store_url: str
 ) -> None:
     """Rows held through an outage are written by close() once the store is back: no spill."""
     spill = tmp_path / "spill.jsonl"
@@ -168,7 +169,7 @@ def test_a_clean_close_writes_every_row_held_after_a_store_failure(
         with pytest.raises(StoreUnavailable):
             await writer.flush()
         assert writer.store_down and writer.pending == 4  # held, next try in 10 s
-        sink.url = sqlite_url  # the store is back; the back-off has not run out
+        sink.url = store_url  # the store is back; the back-off has not run out
         await writer.close()
         return writer
 
@@ -178,11 +179,11 @@ def test_a_clean_close_writes_every_row_held_after_a_store_failure(
         sink.close()
     assert (writer.written, writer.spilled, writer.dropped, writer.pending) == (4, 0, 0, 0)
     assert not spill.exists() or spill.stat().st_size == 0
-    assert _logged(sqlite_url) == EXPECTED
+    assert _logged(store_url) == EXPECTED
 
 
 def test_store_down_at_shutdown_spills_and_the_next_start_replays(
-    tmp_path: Path, sqlite_url: str
+    tmp_path: Path, store_url: str
 ) -> None:
     spill = tmp_path / "home" / "predlog-spill.jsonl"  # its folder does not exist yet
     down = StoreSink(_down_url())
@@ -203,7 +204,7 @@ def test_store_down_at_shutdown_spills_and_the_next_start_replays(
     assert len(lines) == 2  # one line per queued entry
     assert all(b"junk" not in line for line in lines)  # spilled as logged: features only
 
-    up = StoreSink(sqlite_url)
+    up = StoreSink(store_url)
 
     async def next_start() -> PredictionLogWriter:
         writer = _writer(up, spill, flush_s=0.05)
@@ -221,7 +222,7 @@ def test_store_down_at_shutdown_spills_and_the_next_start_replays(
         up.close()
     assert spill.stat().st_size == 0, "the spill file is truncated once its rows are written"
     assert (second.written, second.replayed, second.dropped) == (4, 4, 0)
-    assert _logged(sqlite_url) == EXPECTED
+    assert _logged(store_url) == EXPECTED
 
 
 def test_replay_keeps_the_file_while_the_store_is_down(tmp_path: Path) -> None:
@@ -241,7 +242,7 @@ def test_replay_keeps_the_file_while_the_store_is_down(tmp_path: Path) -> None:
 
 
 def test_replay_is_idempotent_after_a_crash_before_the_truncation(
-    tmp_path: Path, sqlite_url: str
+    tmp_path: Path, store_url: str
 ) -> None:
     """A crash between the store's commit and the truncation replays rows already stored."""
     spill = tmp_path / "spill.jsonl"
@@ -253,7 +254,7 @@ def test_replay_is_idempotent_after_a_crash_before_the_truncation(
     kept = tmp_path / "as-before-the-crash.jsonl"
     shutil.copy(spill, kept)
 
-    up = StoreSink(sqlite_url)
+    up = StoreSink(store_url)
     try:
         assert _writer(up, spill).replay_spill() == 4
         assert spill.stat().st_size == 0
@@ -262,7 +263,7 @@ def test_replay_is_idempotent_after_a_crash_before_the_truncation(
         assert _writer(up, spill).replay_spill() == 0  # and an empty file replays nothing
     finally:
         up.close()
-    assert _logged(sqlite_url) == EXPECTED  # each row once: the unique key skipped the rest
+    assert _logged(store_url) == EXPECTED  # each row once: the unique key skipped the rest
 
 
 def test_a_line_cut_off_by_a_crash_costs_only_itself(tmp_path: Path, sqlite_url: str) -> None:
