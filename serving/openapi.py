@@ -28,6 +28,9 @@ from serving.validation import MAX_ABS_NUMBER
 MAX_REQUEST_ID_LENGTH = 64
 _JSON = "application/json"
 _STR = {"type": "string"}
+# The characters str.strip() removes (str.isspace), spelled out: `\s` means other sets in
+# Python and ECMA-262 regexes (\x1c-\x1f and \x85 against \ufeff).
+SPACE_CLASS = r"\t-\r\x1c-\x20\x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
 # The hard bounds the server refuses past (serving.http body limits, the models' float32 range).
 _TEXT = {"type": "string", "maxLength": MAX_STRING_CHARS}
 _NUMBER = {"type": "number", "minimum": -MAX_ABS_NUMBER, "maximum": MAX_ABS_NUMBER}
@@ -66,7 +69,8 @@ def _caseless(token: str) -> str:
 
 def _binary_strings(extra: set[str] | None) -> dict[str, Any]:
     tokens = sorted(BOOL_TRUE_STRS | BOOL_FALSE_STRS)
-    pattern = r"^\s*(" + "|".join(_caseless(t) for t in tokens) + r")\s*$"
+    words = "|".join(_caseless(t) for t in tokens)
+    pattern = f"^[{SPACE_CLASS}]*({words})[{SPACE_CLASS}]*$"
     branch: dict[str, Any] = {**_TEXT, "pattern": pattern}
     if extra:
         return {"anyOf": [branch, {"type": "string", "enum": sorted(extra)}]}
@@ -171,7 +175,8 @@ def _components(
     instances = {"type": "array", "items": _ref("Features"), "minItems": 1}
     split = _obj(["dataframe_split"], dataframe_split=_dataframe_split(schema, max_batch_size))
     # Not blank: the server strips the id before it looks it up.
-    request_id = {"type": "string", "pattern": r"\S", "maxLength": MAX_REQUEST_ID_LENGTH}
+    request_id = {"type": "string", "pattern": f"[^{SPACE_CLASS}]"}
+    request_id["maxLength"] = MAX_REQUEST_ID_LENGTH
     label_item = _obj(["request_id", "label"], request_id=request_id, label=_ref("Label"))
     objects = {"type": "array", "items": {"type": "object"}}
     nullable_object = {"type": ["object", "null"]}

@@ -8,6 +8,7 @@ document for its champion, that `/docs` renders it, and that it follows a hot sw
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import pytest
@@ -21,7 +22,7 @@ from serving_support import MAX_BATCH, Server, churn_frame, valid_features
 from mlops_assets.lifecycle.schema import FeatureSpec, InputSchema, infer_schema
 from serving import runner
 from serving.http import MAX_STRING_CHARS
-from serving.openapi import build_openapi, openapi_for
+from serving.openapi import SPACE_CLASS, build_openapi, openapi_for
 from serving.validation import MAX_ABS_NUMBER, validate_records
 
 CLASSES = ["False", "True"]
@@ -149,6 +150,19 @@ def test_security_and_feedback_bounds() -> None:
     assert not feedback.is_valid({"labels": []})
 
 
+def test_the_whitespace_class_is_what_strip_removes() -> None:
+    # A regex engine's `\s` would do for Python, not for a fuzzer's ECMA-262 one (\x85, \ufeff).
+    space = re.compile(f"[{SPACE_CLASS}]").fullmatch
+    chars = (chr(i) for i in range(0x110000) if not 0xD800 <= i <= 0xDFFF)
+    assert [hex(ord(c)) for c in chars if bool(space(c)) != c.isspace()] == []
+    feedback = validator(DOC, "FeedbackRequest")
+    for rid in ("\x85", "\x1c \u3000"):
+        assert not feedback.is_valid({"labels": [{"request_id": rid, "label": "True"}]})
+    assert feedback.is_valid({"labels": [{"request_id": "\ufeff", "label": "True"}]})
+    assert PREDICT.is_valid({"features": {**GOOD, "premium": "\x85yes\u2028"}})
+    assert not PREDICT.is_valid({"features": {**GOOD, "premium": "\ufeffyes"}})
+
+
 def test_request_bodies() -> None:
     assert PREDICT.is_valid({"features": GOOD})
     assert PREDICT.is_valid({"features": {**GOOD, "age": 1000, "extra": [1]}})  # warnings
@@ -210,7 +224,22 @@ def test_openapi_for_a_model_server_info_dict() -> None:
 
 # ---------------------------------------------------------------- the spec agrees with the server
 
-WORDS = ["yes", "No", " true ", "T", "0", "1.0", "-1", "maybe", "", "one-year", "weekly", "north"]
+WORDS = [
+    "yes",
+    "No",
+    " true ",
+    "\x85t\x1c",
+    "\ufeffno",
+    "T",
+    "0",
+    "1.0",
+    "-1",
+    "maybe",
+    "",
+    "one-year",
+    "weekly",
+    "north",
+]
 VALUES = st.one_of(
     st.none(),
     st.booleans(),
