@@ -162,8 +162,9 @@ def test_prediction_log_labels_and_pairs(store: LifecycleStore):
         [pred("r0", role="shadow", version="2", prediction="False"), pred("r1", "shadow", "2")]
     )
     result = store.add_labels([("r0", "True"), ("r1", "False"), ("x", "True")], source="api")
-    assert (result.accepted, result.unknown_ids) == (3, ["x"])
-    store.add_labels([("r1", "True")], source="file")  # last label wins
+    assert (result.accepted, result.unknown_ids) == (2, ["x"])  # an API label needs a request
+    store.add_labels([("r1", "True")], source="file")  # a label file outranks the API
+    assert store.add_labels([("r1", "False")], source="api").rejected[0].reason == "conflict"
     pairs = store.labelled_pairs("1", "2")
     assert pairs["request_id"].tolist() == ["r0", "r1"]
     assert pairs["label"].tolist() == ["True", "True"]
