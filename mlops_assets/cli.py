@@ -104,7 +104,13 @@ def _guard(fn: Callable[[], Any]) -> Any:
 
         if isinstance(err, RegistryError):
             _fail(str(err))
-        if type(err).__name__ in ("RestException", "MlflowException", "StaleDecision", "LockBusy"):
+        if type(err).__name__ in (
+            "RestException",
+            "MlflowException",
+            "StaleDecision",
+            "LockBusy",
+            "ServeLockBusy",
+        ):
             _fail(str(err))
         raise
 

@@ -434,7 +434,7 @@ def test_probation_keeps_a_champion_whose_quality_holds(world: World):
 # --- retention -----------------------------------------------------------------------------
 
 
-def test_retention_prunes_old_rows_but_keeps_the_champions(world: World):
+def test_retention_prunes_every_role_by_age(world: World):
     w = world
     now = utcnow()
     old, recent = now - timedelta(hours=1), now - timedelta(seconds=10)
@@ -448,10 +448,10 @@ def test_retention_prunes_old_rows_but_keeps_the_champions(world: World):
     )
 
     report = run_retention(w.lc, now=now)
-    assert report.predictions_deleted == 2
+    assert report.predictions_deleted == 3
     assert report.kept_versions == [v1]
     left = {(r.request_id, r.model_version) for r in w.store.predictions(model_name=w.name)}
-    assert left == {("c-old", v1), ("s-new", v2)}
+    assert left == {("s-new", v2)}
     assert [a.version for a in report.runs_archived] == [v2]
     run_v2 = w.client.get_model_version(w.name, v2).run_id
     run_v1 = w.client.get_model_version(w.name, v1).run_id
@@ -484,12 +484,13 @@ def test_label_files_are_ingested_once_and_bad_ones_quarantined(world: World):
     assert w.store.labels(ids) == dict(zip(ids, as_digits(truth(5)), strict=True))
     assert ingest_label_files(w.lc).files == []
 
-    # A correction arrives by API; the same file dropped again must not undo it.
-    w.store.add_labels([("r0", "False")], source="api")
+    # An API label cannot override a file label; the same file dropped again changes nothing.
+    res = w.store.add_labels([("r0", "False")], source="api")
+    assert [(r.request_id, r.reason) for r in res.rejected] == [("r0", "conflict")]
     good.write_bytes(content)
     (dup,) = ingest_label_files(w.lc).files
     assert (dup.status, dup.accepted) == ("duplicate", 0)
-    assert w.store.labels(["r0"]) == {"r0": "False"}
+    assert w.store.labels(["r0"]) == {"r0": "1"}
     assert len(list((w.settings.labels_dir / "processed").iterdir())) == 2
 
     bad_columns = w.settings.labels_dir / "wrong_columns.csv"
