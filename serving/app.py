@@ -20,6 +20,7 @@ atomically (serving/host.py), so a hot swap never fails a request.
 # value, and a pickled method keeps only the globals its body uses, so FastAPI could no longer
 # resolve a string annotation like "Request" and would treat `request` as a query parameter.
 import asyncio
+import hmac
 import logging
 import math
 import os
@@ -62,6 +63,7 @@ from serving.http import (
 from serving.metrics import CONTENT_TYPE, ServingMetrics
 from serving.mirror import MirrorCopy, MirrorOutcome, ShadowMirror
 from serving.model_server import ModelServer
+from serving.openapi import openapi_for, swagger_ui
 from serving.predlog import LogEntry, PredictionLogWriter, encode_entries
 from serving.resolve import (
     CHAMPION_SLOT,
@@ -73,8 +75,15 @@ from serving.resolve import (
 
 log = logging.getLogger(__name__)
 
+FEEDBACK_TOKEN_ENV = "MLOPS_FEEDBACK_TOKEN"
+MAX_REQUEST_ID_CHARS = 128
 
-api = FastAPI(title="mlops model server", version="1")
+
+# The typed OpenAPI document is built from the champion's schema on every request (so it
+# follows a hot swap): FastAPI's own, which knows no request bodies, is turned off.
+api = FastAPI(
+    title="mlops model server", version="1", openapi_url=None, docs_url=None, redoc_url=None
+)
 
 
 @serve.deployment(
@@ -574,8 +583,9 @@ class Ingress:
         """`{"labels": [{"request_id", "label"}, ...]}` -> accepted count and unknown ids."""
         self._ensure_started()
         try:
+            self._check_token(request, FEEDBACK_TOKEN_ENV, "feedback")
             body = await read_json_body(request, self._serving.max_body_bytes)
-            items = self._parse_labels(body)
+            items, refused = self._parse_labels(body)
         except ApiError as err:
             self._count("champion", self._champion_version, "/feedback", err.status)
             return err.response()
@@ -587,9 +597,33 @@ class Ingress:
             self._count("champion", self._champion_version, "/feedback", 503)
             return ApiError(503, "the lifecycle store is unavailable").response()
         self._count("champion", self._champion_version, "/feedback", 200)
-        return JSONResponse({"accepted": result.accepted, "unknown_ids": result.unknown_ids})
+        rejected = [*refused, *(r.model_dump(mode="json") for r in result.rejected)]
+        reasons: dict[str, int] = {}
+        for item in rejected:
+            reasons[item["reason"]] = reasons.get(item["reason"], 0) + 1
+        self._metrics.reject_labels(reasons)
+        return json_response(
+            {
+                "accepted": result.accepted,
+                "unknown_ids": result.unknown_ids,
+                "rejected": rejected,
+                "conflicts": result.conflicts,
+                "duplicates": result.duplicates,
+            }
+        )
 
-    def _parse_labels(self, body: Any) -> list[tuple[str, str]]:
+    @api.get("/openapi.json")
+    async def openapi(self) -> Response:
+        """The OpenAPI 3.1 document, typed from the served champion's input schema."""
+        doc = openapi_for(self._champion.info(), max_batch_size=self._serving.max_batch_size)
+        return json_response(doc)
+
+    @api.get("/docs")
+    async def docs(self) -> Response:
+        """Swagger UI over the typed document."""
+        return swagger_ui()
+
+    def _parse_labels(self, body: Any) -> tuple[list[tuple[str, str]], list[dict[str, str]]]:
         if not isinstance(body, dict):
             raise field_error("body", "expected a JSON object with 'labels'")
         if "labels" not in body:
@@ -597,8 +631,9 @@ class Ingress:
         labels = body["labels"]
         if not isinstance(labels, list) or not labels:
             raise field_error("labels", "expected a non-empty array")
-        classes = self._slot_infos.get(CHAMPION_SLOT, {}).get("classes")
-        items = []
+        classes = self._champion.info().get("classes")
+        items: list[tuple[str, str]] = []
+        refused: list[dict[str, str]] = []
         for i, item in enumerate(labels):
             where = f"labels[{i}]"
             if not isinstance(item, dict):
@@ -606,10 +641,16 @@ class Ingress:
             rid, label = item.get("request_id"), item.get("label")
             if not isinstance(rid, str) or not rid.strip():
                 raise field_error(f"{where}.request_id", "expected a non-empty string")
+            if len(rid) > MAX_REQUEST_ID_CHARS:
+                raise field_error(f"{where}.request_id", f"longer than {MAX_REQUEST_ID_CHARS}")
             if isinstance(label, dict | list) or label is None or str(label).strip() == "":
                 raise field_error(f"{where}.label", "expected a string, number or boolean")
-            items.append((rid.strip(), normalise_label(label, classes)))
-        return items
+            value = normalise_label(label, classes)
+            if classes and value not in classes:
+                refused.append({"request_id": rid.strip(), "reason": "unknown_class"})
+                continue
+            items.append((rid.strip(), value))
+        return items, refused
 
     @api.get("/metrics")
     async def metrics(self) -> Response:
@@ -625,15 +666,23 @@ class Ingress:
         return Response(self._metrics.render(), media_type=CONTENT_TYPE)
 
     def _check_admin(self, request: Request) -> None:
-        token = os.environ.get(self._serving.admin_token_env)
+        self._check_token(request, self._serving.admin_token_env, "admin")
+
+    @staticmethod
+    def _check_token(request: Request, env: str, what: str) -> None:
+        """401/403 unless the bearer token matches `$env` (no check when it is unset)."""
+        token = os.environ.get(env)
         if not token:
             return
         header = request.headers.get("authorization", "")
         if not header:
-            raise ApiError(401, "admin token required (Authorization: Bearer <token>)")
+            raise ApiError(401, f"{what} token required (Authorization: Bearer <token>)")
         scheme, _, value = header.partition(" ")
-        if scheme.lower() != "bearer" or value.strip() != token:
-            raise ApiError(403, "invalid admin token")
+        # Constant time: the comparison must not tell how much of a guess was right.
+        if scheme.lower() != "bearer" or not hmac.compare_digest(
+            value.strip().encode("utf-8", "replace"), token.encode()
+        ):
+            raise ApiError(403, f"invalid {what} token")
 
     @api.post("/admin/reload")
     async def admin_reload(self, request: Request) -> Response:
