@@ -73,11 +73,16 @@ def run_demo(
         accepted = traffic.post_feedback(url, sent.labelled[half:])
         click.echo(f"  {accepted} through POST /feedback")
         wait = (test.expires_at - utcnow()).total_seconds()
+        # The label file is ingested only once it has settled (data.settle_seconds).
+        settle = settings.config.data.settle_seconds
         if wait > 0:
             click.echo(f"\n[6/{steps}] waiting {wait:.0f} s for the shadow test to expire")
-            time.sleep(wait + 1)
+            time.sleep(max(wait + 1, settle))
         else:
             click.echo(f"\n[6/{steps}] the shadow test has expired")
+            if settle > 0:
+                click.echo(f"  waiting {settle:g} s for the label file to settle")
+                time.sleep(settle)
         time.sleep(settings.config.serving.prediction_log_flush_s * 2)
         report = materialize(settings, ["shadow_evaluation"], tags={"mlops/actor": "cli"})
         shadow = report["assets"].get("shadow_evaluation", {})

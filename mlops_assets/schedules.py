@@ -39,7 +39,9 @@ def build_schedules(cron: str) -> list[dg.ScheduleDefinition]:
         context: dg.ScheduleEvaluationContext, lifecycle: LifecycleResource
     ) -> list[dg.RunRequest] | dg.SkipReason:
         files, stats = scan_raw_files(lifecycle, None)
-        grace_s = lifecycle.settings().config.automation.schedule_grace_s
+        config = lifecycle.settings().config
+        # Never younger than the settle time either: a file still being written is not taken.
+        grace_s = max(config.automation.schedule_grace_s, config.data.settle_seconds)
         settled, waiting = settled_files(files, stats, time.time(), grace_s)
         known = set(context.instance.get_dynamic_partitions(raw_files.name))
         requests, new = raw_file_requests(settled, known)

@@ -13,8 +13,21 @@ from resources import LifecycleResource
 log = logging.getLogger(__name__)
 
 
-def scan_raw_files(lifecycle: LifecycleResource, cursor: str | None) -> tuple[list, dict]:
-    """Fingerprint the CSV files in data/raw/, reusing sha256s of unchanged files."""
+def scan_raw_files(
+    lifecycle: LifecycleResource,
+    cursor: str | None,
+    *,
+    settle_seconds: float = 0,
+    now: float | None = None,
+) -> tuple[list, dict]:
+    """Fingerprint the settled CSV files in data/raw/, reusing sha256s of unchanged files.
+
+    Returns the settled files as (name, sha256) and the new cursor: [mtime_ns, size, sha256]
+    per file. A file that has not settled (`settle_seconds`, mlops_assets/files.py: its size
+    and mtime must match the cursor's previous look and be that old) is left out of the files
+    and kept in the cursor with an empty sha256, so the next tick looks at it again.
+    """
+    from mlops_assets.files import Look, is_settled, look
     from mlops_assets.validation import file_sha256, list_raw_files
 
     settings = lifecycle.settings()
@@ -22,13 +35,32 @@ def scan_raw_files(lifecycle: LifecycleResource, cursor: str | None) -> tuple[li
     current: dict[str, list] = {}
     files = []
     for path in list_raw_files(settings.raw_dir):
-        stat = path.stat()
-        key = [stat.st_mtime_ns, stat.st_size]
+        first = look(path)
+        if first is None:  # renamed or deleted since the listing
+            continue
+        key = [first.mtime_ns, first.size]
         cached = seen.get(path.name)
-        sha = cached[2] if cached and cached[:2] == key else file_sha256(path)
+        previous = Look(size=cached[1], mtime_ns=cached[0]) if cached else None
+        # An unsettled file keeps the sha256 of its last settled look in a fourth slot, so a
+        # rewrite is still seen as a change once it settles.
+        pending = [*key, "", last_sha(cached)]
+        if not is_settled(first, previous, settle_seconds, now):
+            current[path.name] = pending
+            continue
+        sha = cached[2] if cached and cached[:2] == key and cached[2] else file_sha256(path)
+        if look(path) != first:  # it changed while it was hashed
+            current[path.name] = pending
+            continue
         current[path.name] = [*key, sha]
         files.append((path.name, sha))
     return files, current
+
+
+def last_sha(entry: list | None) -> str:
+    """The sha256 of a cursor entry's last settled look ("" when it never settled)."""
+    if not entry:
+        return ""
+    return entry[2] or (entry[3] if len(entry) > 3 else "")
 
 
 def raw_file_requests(
@@ -49,7 +81,7 @@ def raw_file_requests(
             tags={"mlops/data_sha256": sha, "mlops/trigger": "new_raw_file"},
         )
         for name, sha in files
-        if name in new or (name in seen and seen[name][2] != sha)
+        if name in new or last_sha(seen.get(name)) not in ("", sha)
     ]
     return requests, new
 
@@ -61,15 +93,17 @@ def build_sensors(interval: int) -> list[dg.SensorDefinition]:
         job=challenger_cycle_job,
         minimum_interval_seconds=interval,
         default_status=dg.DefaultSensorStatus.RUNNING,
-        description="Starts a challenger cycle for every new or changed CSV in data/raw/; "
-        "an identical file (same name and sha256) never runs twice.",
+        description="Starts a challenger cycle for every new or changed CSV in data/raw/ once "
+        "it has settled (data.settle_seconds; dot-files, *.tmp, *.part are never taken); an "
+        "identical file (same name and sha256) never runs twice.",
     )
     def new_raw_file_sensor(
         context: dg.SensorEvaluationContext, lifecycle: LifecycleResource
     ) -> dg.SensorResult:
-        """One run per (file, sha256); new files are added as dynamic partitions first."""
+        """One run per settled (file, sha256); new files are added as dynamic partitions first."""
         seen = json.loads(context.cursor) if context.cursor else {}
-        files, cursor = scan_raw_files(lifecycle, context.cursor)
+        settle_seconds = lifecycle.settings().config.data.settle_seconds
+        files, cursor = scan_raw_files(lifecycle, context.cursor, settle_seconds=settle_seconds)
         known = set(context.instance.get_dynamic_partitions(raw_files.name))
         requests, new = raw_file_requests(files, known, seen)
         return dg.SensorResult(

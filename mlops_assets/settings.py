@@ -127,6 +127,11 @@ class DataConfig(_Strict):
     min_rows: int = Field(50, ge=1)
     max_missing_fraction: float = Field(0.3, ge=0, le=1)
     max_category_cardinality: int = Field(50, ge=2)
+    # A dropped file (raw or label) is taken only once its size and mtime have been stable
+    # this long (mlops_assets/files.py); 0 takes it at once (tests, the demo).
+    settle_seconds: float = Field(5, ge=0, le=3600)
+    # A raw or label file over this size is refused (quarantined with a report), never read.
+    max_file_bytes: int = Field(512 * 1024**2, ge=1)
     split: SplitConfig = SplitConfig()
     features: dict[str, FeatureRule] = Field(default_factory=dict)
 

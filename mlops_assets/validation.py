@@ -24,6 +24,7 @@ import pandas as pd
 import pandera.pandas as pa
 from pydantic import BaseModel, ConfigDict, Field
 
+from mlops_assets.files import FileTooLarge, ignored_name, read_bounded
 from mlops_assets.lifecycle.classes import FALSE_TOKENS, TRUE_TOKENS, canonical_label
 from mlops_assets.lifecycle.schema import InputSchema
 from mlops_assets.settings import DataConfig, FeatureRule
@@ -78,14 +79,14 @@ def file_sha256(path: Path) -> str:
 
 
 def list_raw_files(raw_dir: Path) -> list[Path]:
-    """Return the CSV files in `raw_dir`, sorted by name, skipping hidden files."""
+    """Return the CSV files in `raw_dir`, sorted by name, skipping hidden and temporary files."""
     raw_dir = Path(raw_dir)
     if not raw_dir.is_dir():
         return []
     return sorted(
         p
         for p in raw_dir.iterdir()
-        if p.is_file() and not p.name.startswith(".") and p.suffix.lower() == ".csv"
+        if p.is_file() and not ignored_name(p.name) and p.suffix.lower() == ".csv"
     )
 
 
@@ -409,7 +410,10 @@ def validate_file(
         return result
 
     try:
-        raw = path.read_bytes()
+        raw = read_bounded(path, data.max_file_bytes)
+    except FileTooLarge as exc:
+        problem = Problem(check="file_too_large", message=str(exc), count=exc.size)
+        return fail([problem], file_sha256(path))
     except OSError as exc:
         return fail([Problem(check="readable", message=f"cannot read the file: {exc}")])
     sha = hashlib.sha256(raw).hexdigest()

@@ -19,7 +19,8 @@ os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 # Small and fast: the ML tests train for 2 epochs on a few hundred rows.
 TEST_OVERRIDES: dict[str, Any] = {
-    "data": {"min_rows": 50},
+    # Tests drop files and ingest them at once; the settle wait has its own tests.
+    "data": {"min_rows": 50, "settle_seconds": 0},
     "champion_challenger": {"min_holdout_rows": 30},
 }
 TEST_TRAINER = {"epochs": 2, "batch_size": 64, "eval_batch_size": 512, "learning_rate": 0.005}

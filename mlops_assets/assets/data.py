@@ -30,15 +30,28 @@ class RawFile(BaseModel):
 def raw_data(
     context: dg.AssetExecutionContext, lifecycle: LifecycleResource
 ) -> dg.MaterializeResult[RawFile]:
-    """Locate the partition's file and fingerprint it."""
+    """Locate the partition's file and fingerprint it.
+
+    The partition key must be a plain file name in data/raw/: a key added from the UI such as
+    `../../etc/passwd` or `/etc/passwd` fails the run before anything is read or moved.
+    """
+    from mlops_assets.files import ignored_name, safe_child
     from mlops_assets.validation import file_sha256
 
     settings = lifecycle.settings()
-    path = settings.raw_dir / context.partition_key
-    if not path.exists():
+    try:
+        path = safe_child(settings.raw_dir, context.partition_key)
+    except ValueError as err:
+        raise dg.Failure(description=str(err)) from None
+    if ignored_name(path.name):
         raise dg.Failure(
-            description=f"{path} does not exist. Files that failed validation are in "
-            f"{settings.quarantine_dir} with a report.",
+            description=f"{path.name!r} is a hidden or temporary name (dot-file, *.tmp, *.part, "
+            "*~), which is never ingested: rename the file to its final name once it is complete",
+        )
+    if not path.is_file():
+        raise dg.Failure(
+            description=f"{path} does not exist or is not a file. Files that failed "
+            f"validation are in {settings.quarantine_dir} with a report.",
         )
     sha = file_sha256(path)
     size = path.stat().st_size

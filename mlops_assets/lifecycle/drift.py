@@ -216,12 +216,32 @@ def _text_columns(schema: InputSchema) -> dict[str, type]:
     return {f.name: str for f in schema.features if f.type == "category"}
 
 
+def _inside(settings: Settings, path: Path) -> bool:
+    from mlops_assets.files import safe_child
+
+    try:
+        safe_child(settings.raw_dir, path.name)
+    except ValueError:
+        return False
+    return True
+
+
 def _find_file(settings: Settings, name: str, sha256: str) -> Path | None:
-    """The file in data/raw/ with these bytes: under its own name first, else any name."""
+    """The file in data/raw/ with these bytes: under its own name first, else any name.
+
+    The name comes from a registry tag: one that is not a plain file name in data/raw/ (`..`,
+    an absolute path, a symlink out) is refused and never opened.
+    """
+    from mlops_assets.files import safe_child
     from mlops_assets.validation import file_sha256, list_raw_files
 
-    named = settings.raw_dir / name
-    candidates = [named] + [p for p in list_raw_files(settings.raw_dir) if p != named]
+    try:
+        named: Path | None = safe_child(settings.raw_dir, name)
+    except ValueError as err:
+        logger.warning("training file of the champion: %s", err)
+        named = None
+    listed = [p for p in list_raw_files(settings.raw_dir) if p != named and _inside(settings, p)]
+    candidates = ([named] if named is not None else []) + listed
     for path in candidates:
         if path.is_file() and file_sha256(path) == sha256:
             return path
@@ -240,6 +260,9 @@ def _read_training_file(settings: Settings, path: Path, schema: InputSchema) -> 
         path.name,
         result.summary(),
     )
+    from mlops_assets.files import check_size
+
+    check_size(path, settings.config.data.max_file_bytes)
     return pd.read_csv(path, dtype=_text_columns(schema), low_memory=False)
 
 

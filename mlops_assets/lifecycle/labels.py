@@ -16,15 +16,17 @@ import hashlib
 import io
 import logging
 import shutil
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, computed_field
 
+from mlops_assets.files import FileTooLarge, ignored_name, look, read_bounded, settled
 from mlops_assets.lifecycle.classes import canonical_label, label_map, version_classes
 from mlops_assets.lifecycle.states import Alias
-from mlops_assets.validation import Problem, ValidationResult, quarantine
+from mlops_assets.validation import Problem, ValidationResult, file_sha256, quarantine
 
 if TYPE_CHECKING:
     from mlops_assets.lifecycle.context import Lifecycle
@@ -55,6 +57,8 @@ class LabelIngest(BaseModel):
     """Outcome of one `ingest_label_files` pass."""
 
     files: list[LabelFile] = Field(default_factory=list)
+    # Files left for a later pass: still being written (not settled, data.settle_seconds).
+    waiting: list[str] = Field(default_factory=list)
 
     @computed_field
     @property
@@ -69,13 +73,13 @@ class LabelIngest(BaseModel):
 
 
 def list_label_files(labels_dir: Path) -> list[Path]:
-    """CSV files waiting in the labels folder, by name (hidden files and subfolders skipped)."""
+    """CSV files waiting in the labels folder, by name (hidden, temporary, subfolders skipped)."""
     if not labels_dir.is_dir():
         return []
     return sorted(
         p
         for p in labels_dir.iterdir()
-        if p.is_file() and not p.name.startswith(".") and p.suffix.lower() == ".csv"
+        if p.is_file() and not ignored_name(p.name) and p.suffix.lower() == ".csv"
     )
 
 
@@ -215,6 +219,32 @@ def _move_processed(path: Path, processed: Path, sha: str) -> Path:
     return dest
 
 
+def _read_settled(path: Path, settle_seconds: float, max_bytes: int) -> bytes | FileTooLarge | None:
+    """The whole file once it has settled; None while it may still be written (or is gone).
+
+    Two looks: before the read (its mtime must be `settle_seconds` old) and after it (size and
+    mtime unchanged, and as many bytes read as the first look saw), so a label file still
+    being written is left for a later pass instead of losing its tail. A file over `max_bytes`
+    is returned as the error, unread.
+    """
+    before = look(path)
+    if before is None:
+        return None
+    if settle_seconds > 0 and time.time() - before.mtime_ns / 1e9 < settle_seconds:
+        log.info("label file %s changed less than %g s ago; taken later", path.name, settle_seconds)
+        return None
+    try:
+        raw = read_bounded(path, max_bytes)
+    except FileTooLarge as exc:
+        return exc
+    except FileNotFoundError:
+        return None
+    if len(raw) != before.size or not settled(path, settle_seconds, previous=before):
+        log.info("label file %s changed while it was read; taken on a later pass", path.name)
+        return None
+    return raw
+
+
 def ingest_label_files(lc: Lifecycle) -> LabelIngest:
     """Store the labels of every CSV in `labels_dir`; quarantine bad files, move good ones.
 
@@ -230,10 +260,19 @@ def ingest_label_files(lc: Lifecycle) -> LabelIngest:
     if not files:
         return out
     classes = _served_classes(lc)
+    data = settings.config.data
     for path in files:
-        raw = path.read_bytes()
-        sha = hashlib.sha256(raw).hexdigest()
-        problems, items, columns = _check_label_file(raw, classes)
+        raw = _read_settled(path, data.settle_seconds, data.max_file_bytes)
+        if raw is None:
+            out.waiting.append(path.name)
+            continue
+        if isinstance(raw, FileTooLarge):
+            sha = file_sha256(path)
+            problems = [Problem(check="file_too_large", message=str(raw), count=raw.size)]
+            items, columns = [], []
+        else:
+            sha = hashlib.sha256(raw).hexdigest()
+            problems, items, columns = _check_label_file(raw, classes)
         if problems:
             result = ValidationResult(
                 path=path, sha256=sha, ok=False, rows=len(items), columns=columns, problems=problems
@@ -288,7 +327,4 @@ def ingest_label_files(lc: Lifecycle) -> LabelIngest:
 
 
 def _already_processed(processed: Path, sha: str) -> bool:
-    for candidate in processed.glob(f"{sha[:12]}_*"):
-        if hashlib.sha256(candidate.read_bytes()).hexdigest() == sha:
-            return True
-    return False
+    return any(file_sha256(candidate) == sha for candidate in processed.glob(f"{sha[:12]}_*"))
