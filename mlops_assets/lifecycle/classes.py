@@ -66,13 +66,19 @@ def version_classes(lc: Lifecycle, version: str) -> list[str] | None:
 
     None when the version has neither artifact.
     """
-    client = lc.client
-    mv = client.get_model_version(lc.model_name, str(version))
+    from mlops_assets.lifecycle.tracking import missing_as_none, reaching
+
+    client, uri = lc.client, lc.settings.tracking_uri
+    with reaching(uri, f"reading v{version} of {lc.model_name}"):
+        mv = client.get_model_version(lc.model_name, str(version))
     for artifact, key in (("schema.json", "classes"), ("serving/bundle.json", "classes")):
         with tempfile.TemporaryDirectory() as tmp:
-            try:
-                local = client.download_artifacts(mv.run_id, artifact, tmp)
-            except Exception:  # not stored with this version
+            local = missing_as_none(  # None: not stored with this version; down: raised
+                lambda a=artifact, d=tmp: client.download_artifacts(mv.run_id, a, d),
+                uri,
+                f"reading the classes of v{version}",
+            )
+            if local is None:
                 continue
             try:
                 classes = json.loads(Path(local).read_text(encoding="utf-8")).get(key) or []

@@ -30,11 +30,18 @@ OnApplied = Callable[["DecisionRecord"], None]
 
 
 def alias_version(client: MlflowClient, model_name: str, alias: Alias) -> str | None:
-    """The version an alias points at, or None."""
-    try:
-        return str(client.get_model_version_by_alias(model_name, alias.value).version)
-    except Exception:  # MLflow raises when the alias or the model does not exist
-        return None
+    """The version an alias points at, or None; TrackingUnreachable when MLflow is down."""
+    from mlops_assets.lifecycle.tracking import missing_as_none, tracking_uri_of
+
+    # The model's alias map, not get_model_version_by_alias: a missing alias of an existing
+    # model comes back as INVALID_PARAMETER_VALUE, which cannot be told from a bad request.
+    model = missing_as_none(
+        lambda: client.get_registered_model(model_name),
+        tracking_uri_of(client),
+        f"reading the {alias.value!r} alias of {model_name}",
+    )
+    version = None if model is None else (model.aliases or {}).get(alias.value)
+    return None if version is None else str(version)
 
 
 @dataclass

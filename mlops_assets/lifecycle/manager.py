@@ -67,19 +67,28 @@ def validate_file(lc: Lifecycle, path: Path) -> tuple[ValidationResult, Path | N
 
 
 def champion_schema(lc: Lifecycle) -> Any | None:
-    """The input schema stored with the current champion, or None without a champion."""
+    """The input schema stored with the current champion, or None without a champion.
+
+    TrackingUnreachable when MLflow does not answer: a file is never validated without the
+    champion's schema because the server was down.
+    """
     from mlops_assets.lifecycle.schema import InputSchema
+    from mlops_assets.lifecycle.tracking import missing_as_none, reaching
     from mlops_assets.lifecycle.training import read_run_text
 
     version = lc.alias_version(Alias.CHAMPION)
     if version is None:
         return None
-    mv = lc.client.get_model_version(lc.model_name, version)
-    try:
-        text = read_run_text(lc.client, mv.run_id, "schema.json")
-    except Exception:  # an old version without a stored schema
-        return None
-    return InputSchema.model_validate_json(text)
+    uri = lc.settings.tracking_uri
+    with reaching(uri, f"reading champion v{version} of {lc.model_name}"):
+        mv = lc.client.get_model_version(lc.model_name, version)
+    # None only for an old version stored without a schema, never for a server that is down.
+    text = missing_as_none(
+        lambda: read_run_text(lc.client, mv.run_id, "schema.json"),
+        uri,
+        f"reading the input schema of champion v{version}",
+    )
+    return None if text is None else InputSchema.model_validate_json(text)
 
 
 def train(
@@ -317,6 +326,7 @@ def lineage(lc: Lifecycle, version: str | None = None) -> dict[str, Any]:
         "data_files": [{"file": f, "sha256": s} for f, s in zip(files, shas, strict=False)],
         "ludwig_config_hash": tags.get(Tag.LUDWIG_CONFIG_HASH),
         "schema_fingerprint": tags.get(Tag.SCHEMA_FINGERPRINT),
+        "bundle_sha256": tags.get(Tag.BUNDLE_SHA256),
         "mlflow_run_id": mv.run_id,
         "dagster_run_id": tags.get(Tag.DAGSTER_RUN_ID) or None,
         "decisions": [

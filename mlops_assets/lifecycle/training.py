@@ -53,6 +53,10 @@ REFERENCE_ARTIFACT = "drift_reference.csv"
 REFERENCE_MAX_ROWS = 5000
 BUNDLE_ARTIFACT = "serving"
 MODEL_ARTIFACT = "model"
+# Registration outlives a short tracking-server outage (after MLflow's own HTTP retries):
+# the trained run is not thrown away for a restart of the server.
+REGISTER_ATTEMPTS = 6
+REGISTER_WAIT_S = 5.0
 
 Progress = Callable[[str], None]
 
@@ -177,11 +181,16 @@ def _epoch_metrics(train_stats: Any) -> list[tuple[str, float, int]]:
 def find_existing_version(
     client: Any, model_name: str, data_sha256: str, config_hash: str, seed: int
 ) -> Any | None:
-    """Return a registered version trained on the same data, config and seed, if any."""
-    try:
+    """Return a registered version trained on the same data, config and seed, if any.
+
+    TrackingUnreachable when MLflow does not answer: "down" is not "never trained", which
+    would train the identical data again.
+    """
+    from mlops_assets.lifecycle.tracking import reaching, tracking_uri_of
+
+    # An unregistered model has no versions: MLflow answers an empty list, not an error.
+    with reaching(tracking_uri_of(client), f"looking for an earlier training of {model_name}"):
         versions = client.search_model_versions(f"name = '{model_name}'")
-    except Exception:  # the model is not registered yet
-        return None
     for mv in versions:
         tags = mv.tags or {}
         if (
@@ -191,6 +200,46 @@ def find_existing_version(
         ):
             return mv
     return None
+
+
+def register_version(
+    client: Any, name: str, run_id: str, *, tags: dict[str, str], description: str
+) -> Any:
+    """Register the model of run `run_id` as a version of `name`, exactly once.
+
+    Retried (REGISTER_ATTEMPTS, REGISTER_WAIT_S apart) while the tracking server does not
+    answer; each try first looks for a version of this run, so a create whose answer was lost
+    is not repeated. TrackingUnreachable when the server stays down.
+    """
+    from mlflow.exceptions import MlflowException
+
+    from mlops_assets.lifecycle.tracking import missing_as_none, retry_unreachable, tracking_uri_of
+
+    uri = tracking_uri_of(client)
+    during = f"registering run {run_id} as a version of {name}"
+
+    def attempt() -> Any:
+        if missing_as_none(lambda: client.get_registered_model(name), uri, during) is None:
+            try:
+                client.create_registered_model(
+                    name, description="Champion-challenger lifecycle (managed by mlops)"
+                )
+            except MlflowException as exc:  # created meanwhile by another cycle
+                if exc.error_code != "RESOURCE_ALREADY_EXISTS":
+                    raise
+        for mv in client.search_model_versions(f"name = '{name}' and run_id = '{run_id}'"):
+            return mv
+        return client.create_model_version(
+            name,
+            source=f"runs:/{run_id}/{MODEL_ARTIFACT}",
+            run_id=run_id,
+            tags=tags,
+            description=description,
+        )
+
+    return retry_unreachable(
+        attempt, uri, during, attempts=REGISTER_ATTEMPTS, wait_s=REGISTER_WAIT_S
+    )
 
 
 @contextlib.contextmanager
@@ -261,7 +310,30 @@ def train_challenger(
     progress: Progress | None = None,
     force: bool = False,
 ) -> TrainingOutcome:
-    """Train on `frame`, log everything to MLflow and register a `candidate` version."""
+    """Train on `frame`, log everything to MLflow and register a `candidate` version.
+
+    TrackingUnreachable (naming the tracking URI) when MLflow stops answering on the way; the
+    step can then be run again as is: a finished training is found by its data, config and
+    seed, a registered run is not registered twice.
+    """
+    from mlops_assets.lifecycle.tracking import reaching
+
+    files = ", ".join(Path(f.path).name for f in data_files)
+    with reaching(lc.settings.tracking_uri, f"training a challenger on {files}"):
+        return _train_challenger(
+            lc, frame, data_files, dagster_run_id=dagster_run_id, progress=progress, force=force
+        )
+
+
+def _train_challenger(
+    lc: Lifecycle,
+    frame: pd.DataFrame,
+    data_files: Sequence[DataFile],
+    *,
+    dagster_run_id: str | None,
+    progress: Progress | None,
+    force: bool,
+) -> TrainingOutcome:
     import mlflow
 
     settings, client = lc.settings, lc.client
@@ -410,28 +482,25 @@ def train_challenger(
             save_model(model, path=str(tmpdir / "mlflow_model"))
             mlflow.log_artifacts(str(tmpdir / "mlflow_model"), MODEL_ARTIFACT)
             from mlops_assets.lifecycle.bundle import export_bundle
+            from mlops_assets.lifecycle.digests import verify_bundle
 
             bundle_dir = export_bundle(model, schema, tmpdir / "bundle")
+            bundle_sha = verify_bundle(bundle_dir, None) or ""
             mlflow.log_artifacts(str(bundle_dir), BUNDLE_ARTIFACT)
             run_id = run.info.run_id
 
     say("registering the model version")
-    try:
-        client.get_registered_model(name)
-    except Exception:
-        client.create_registered_model(
-            name, description="Champion-challenger lifecycle (managed by mlops)"
-        )
-    mv = client.create_model_version(
+    mv = register_version(
+        client,
         name,
-        source=f"runs:/{run_id}/{MODEL_ARTIFACT}",
-        run_id=run_id,
+        run_id,
         tags={
             STATE_TAG: ModelState.CANDIDATE.value,
             Tag.DATA_SHA256.value: data_sha,
             Tag.DATA_FILES.value: ",".join(Path(f.path).name for f in data_files),
             Tag.LUDWIG_CONFIG_HASH.value: config_hash,
             Tag.SCHEMA_FINGERPRINT.value: schema.fingerprint(),
+            Tag.BUNDLE_SHA256.value: bundle_sha,
             "training.seed": str(seed),
             Tag.DAGSTER_RUN_ID.value: dagster_run_id or "",
         },
