@@ -343,6 +343,7 @@ def lineage_cmd(ctx: Ctx, version: str | None, as_json: bool) -> None:
     for f in info["data_files"]:
         click.echo(f"  data file     {f['file']}  sha256 {f['sha256']}")
     click.echo(f"  ludwig config {info['ludwig_config_hash']}")
+    click.echo(f"  bundle sha256 {info.get('bundle_sha256') or '- (registered without digests)'}")
     click.echo(f"  MLflow run    {info['mlflow_run_id']}")
     click.echo(f"  Dagster run   {info['dagster_run_id'] or '-'}")
     for d in info["decisions"]:

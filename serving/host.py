@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from mlops_assets.lifecycle.digests import BundleMismatch, verify_bundle
 from serving.config import SlotConfig
 from serving.resolve import ModelRef, download_bundle
 from serving.validation import validate_batch
@@ -72,6 +73,7 @@ def answer(
         "labels": batch.labels,
         "probabilities": batch.probabilities,
         "classes": batch.classes,
+        "features": loaded.features,
         "warnings": [w.model_dump() for w in result.warnings],
         "warning_counts": result.warning_counts,
         "model_ms": (extra_s + time.perf_counter() - started) * 1000,
@@ -88,6 +90,8 @@ class ModelHost:
         self.loaded: Loaded | None = None
         self.target: ModelRef | None = None
         self.load_error: str | None = None
+        # The last version refused because its bundle differs from the registered one.
+        self.mismatch: dict[str, str] | None = None
         self._cache = Path(tempfile.mkdtemp(prefix=f"mlops-{slot}-"))
         self._lock = asyncio.Lock()
 
@@ -105,11 +109,17 @@ class ModelHost:
                 return
             try:
                 loaded = await asyncio.to_thread(self._load, cfg.model)
+            except BundleMismatch as exc:  # not what was registered: never load it
+                self.load_error = f"version {cfg.model.version}: bundle mismatch: {exc}"[:1000]
+                self.mismatch = {"version": cfg.model.version, "file": exc.file or "?"}
+                log.error("%s: refusing version %s: %s", self.slot, cfg.model.version, exc)
+                return
             except Exception as exc:  # keep serving the old version; report why
                 self.load_error = f"version {cfg.model.version}: {exc!r}"[:1000]
                 log.exception("%s: cannot load version %s", self.slot, cfg.model.version)
                 return
             old, self.loaded, self.load_error = self.loaded, loaded, None
+            self.mismatch = None
             self._discard(old)
             log.info(
                 "%s: now serving version %s (%s)",
@@ -123,6 +133,12 @@ class ModelHost:
 
         dest = Path(tempfile.mkdtemp(prefix=f"v{ref.version}-", dir=self._cache))
         path = download_bundle(self.tracking_uri, ref.run_id, dest)
+        try:
+            if verify_bundle(path, ref.bundle_sha256) is None:
+                log.warning("version %s has no bundle digests: loaded unverified", ref.version)
+        except BundleMismatch:
+            shutil.rmtree(dest, ignore_errors=True)
+            raise
         predictor = load_bundle(path, num_threads=1)
         probe = [_probe_record(predictor.schema)]
         for _ in range(3):  # TorchScript optimises on its first calls; pay that here
@@ -147,6 +163,7 @@ class ModelHost:
             "loaded": loaded is not None,
             "target_version": self.target.version if self.target else None,
             "load_error": self.load_error,
+            "bundle_mismatch": self.mismatch,
             "fault": fault,
             "pid": os.getpid(),
             "nice": os.nice(0),

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import math
 from collections.abc import Iterator, Mapping
+from typing import Any
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -174,6 +175,13 @@ class ServingMetrics:
             "The configured size bound of the prediction log (serving.prediction_log_max_rows)",
             registry=r,
         )
+        self.bundle_mismatch = Gauge(
+            "mlops_bundle_mismatch",
+            "1 while a slot refuses a version whose serving bundle differs from the registered "
+            "one (file: the first file that differs); the slot keeps its current version",
+            ["slot", "model_version", "file"],
+            registry=r,
+        )
         self.labels_rejected = Counter(
             "mlops_labels_rejected_total",
             "Labels /feedback refused, by reason (unknown_id, conflict, unknown_class, ...)",
@@ -198,6 +206,38 @@ class ServingMetrics:
         self._champion_version: str | None = None
         self._metric_labels: set[tuple[str, str, str]] = set()
         self._drift_labels: set[tuple[str, str]] = set()
+
+    def count_request(self, role: str, version: str | None, endpoint: str, code: int | str) -> None:
+        """One answered request (`mlops_requests_total`)."""
+        self.requests.labels(
+            role=role, model_version=version or "none", endpoint=endpoint, code=str(code)
+        ).inc()
+
+    def observe_answer(
+        self, role: str, version: str, latency_s: float, answer: Mapping[str, Any]
+    ) -> None:
+        """A model's successful answer: latencies, predicted classes, input warnings."""
+        self.latency.labels(role=role, model_version=version).observe(latency_s)
+        self.model_latency.labels(role=role, model_version=version).observe(
+            answer["model_ms"] / 1000
+        )
+        counts: dict[str, int] = {}
+        for label in answer["labels"]:
+            counts[label] = counts.get(label, 0) + 1
+        for label, n in counts.items():
+            self.predictions.labels(role=role, model_version=version, **{"class": label}).inc(n)
+        if role == "champion":  # a mirrored copy's warnings were counted for the champion
+            for (feature, kind), n in answer["warning_counts"].items():
+                self.input_warnings.labels(feature=feature, kind=kind).inc(n)
+
+    def set_bundle_mismatches(self, by_slot: Mapping[str, Mapping[str, str] | None]) -> None:
+        """One sample per slot that refused a version for a bundle mismatch (see ModelHost)."""
+        self.bundle_mismatch.clear()
+        for slot, mismatch in by_slot.items():
+            if mismatch:
+                self.bundle_mismatch.labels(
+                    slot=slot, model_version=mismatch["version"], file=mismatch["file"]
+                ).set(1)
 
     def set_champion(self, version: str | None) -> None:
         """Point `mlops_champion_info` at `version` (one series at a time)."""

@@ -31,6 +31,9 @@ class ModelRef(BaseModel):
     version: str
     run_id: str
     alias: str
+    # The registered sha256 of the bundle's sha256.json (tag `bundle.sha256`); None for a
+    # version registered before bundles had digests.
+    bundle_sha256: str | None = None
 
 
 def shadow_slots(max_shadows: int) -> list[str]:
@@ -46,6 +49,10 @@ def slot_alias(slot: str) -> str:
     return Alias.CHALLENGER.value if index == 1 else f"{Alias.CHALLENGER.value}-{index}"
 
 
+# What MLflow answers for an alias or model that does not exist (file, SQL and REST stores).
+NOT_FOUND_CODES = frozenset({"RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE", "NOT_FOUND"})
+
+
 @cache
 def _client(tracking_uri: str) -> Any:
     """One MLflow client per tracking URI for the replica's lifetime."""
@@ -55,15 +62,27 @@ def _client(tracking_uri: str) -> Any:
 
 
 def resolve_alias(client: Any, model_name: str, alias: str) -> ModelRef | None:
-    """The version behind `alias`, or None when the alias (or the model) does not exist."""
+    """The version behind `alias`, or None when the alias (or the model) does not exist.
+
+    Any other failure (the tracking server unreachable) raises: "MLflow is down" must never
+    read as "no champion", which would empty the slot.
+    """
     from mlflow.exceptions import MlflowException
 
     try:
         mv = client.get_model_version_by_alias(model_name, alias)
     except MlflowException as exc:
+        if exc.error_code not in NOT_FOUND_CODES:
+            raise
         log.debug("no %s@%s: %s", model_name, alias, exc)
         return None
-    return ModelRef(name=model_name, version=str(mv.version), run_id=mv.run_id, alias=alias)
+    return ModelRef(
+        name=model_name,
+        version=str(mv.version),
+        run_id=mv.run_id,
+        alias=alias,
+        bundle_sha256=(mv.tags or {}).get(Tag.BUNDLE_SHA256.value) or None,
+    )
 
 
 def resolve_slots(

@@ -6,9 +6,10 @@ uvicorn (about 5x less overhead per request than Ray Serve's proxy, STACK.md "Co
 It answers the same request and response shapes as the Ray Serve app (DESIGN.md "Serving
 API") for /health, /model/info, /predict, /batch_predict and /metrics.
 
-Environment: MLOPS_BUNDLE_DIR, MLOPS_SERVE_HOST (127.0.0.1), MLOPS_SERVE_PORT (8080),
+Environment: MLOPS_BUNDLE_DIR, MLOPS_SERVE_HOST (127.0.0.1), MLOPS_SERVE_PORT (8100),
 MLOPS_MODEL_NAME, MLOPS_MODEL_VERSION (labels only), MLOPS_MAX_BODY_BYTES (2000000),
-MLOPS_MAX_BATCH_SIZE (1000).
+MLOPS_MAX_BATCH_SIZE (1000), MLOPS_BUNDLE_SHA256 (the version's `bundle.sha256` tag: every file
+of the bundle is checked against it before loading, and a mismatch exits with status 3).
 
 Bodies go through the same total parser as the Ray app (serving/http.py: bounded depth, keys,
 strings and numbers, lingering close past the size limit), and errors have the same shape
@@ -28,6 +29,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import Response
 
 from mlops_assets.lifecycle.bundle import Predictor, load_bundle
+from mlops_assets.lifecycle.digests import DIGESTS_FILE, BundleMismatch, verify_bundle
 from serving.http import ApiError, field_error, json_response, read_json_body
 from serving.metrics import CONTENT_TYPE, ServingMetrics
 from serving.validation import validate_records
@@ -35,12 +37,18 @@ from serving.validation import validate_records
 log = logging.getLogger("mlops.bundle_server")
 
 ROLE = "champion"
+BUNDLE_SHA256_ENV = "MLOPS_BUNDLE_SHA256"
 
 
 class BundleApp:
     """The loaded bundle, its metrics and the request handlers."""
 
     def __init__(self, bundle_dir: Path, *, max_body_bytes: int, max_batch_size: int) -> None:
+        # What is served is what was registered: MLOPS_BUNDLE_SHA256 is the version's
+        # `bundle.sha256` tag (the image build sets it); a mismatch refuses to start.
+        self.bundle_sha256 = verify_bundle(bundle_dir, os.environ.get(BUNDLE_SHA256_ENV) or None)
+        if self.bundle_sha256 is None:
+            log.warning("%s has no %s: serving it unverified", bundle_dir, DIGESTS_FILE)
         self.predictor: Predictor = load_bundle(bundle_dir, num_threads=1)
         self.version = os.environ.get("MLOPS_MODEL_VERSION", "bundle")
         self.name = os.environ.get("MLOPS_MODEL_NAME", self.predictor.target)
@@ -60,6 +68,7 @@ class BundleApp:
             "version": self.version,
             "state": ROLE,
             "mode": self.predictor.mode,
+            "bundle_sha256": self.bundle_sha256,
             "target": self.predictor.target,
             "classes": self.predictor.classes,
         }
@@ -197,8 +206,14 @@ def main() -> None:
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     host = os.environ.get("MLOPS_SERVE_HOST", "127.0.0.1")
-    port = int(os.environ.get("MLOPS_SERVE_PORT", "8080"))
-    uvicorn.run(create_app(), host=host, port=port, log_level="warning", access_log=False)
+    port = int(os.environ.get("MLOPS_SERVE_PORT", "8100"))
+    try:
+        app = create_app()
+    except BundleMismatch as exc:
+        # One line a user can act on, and a distinct exit code for the orchestrator.
+        log.error("refusing to serve: the bundle is not the registered one: %s", exc)
+        raise SystemExit(3) from None
+    uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)
 
 
 if __name__ == "__main__":

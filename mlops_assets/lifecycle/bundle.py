@@ -27,6 +27,7 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
 
+from mlops_assets.lifecycle.digests import write_digests
 from mlops_assets.lifecycle.schema import InputSchema
 
 if TYPE_CHECKING:
@@ -213,6 +214,7 @@ def export_bundle(model: LudwigModel, schema: InputSchema, out_dir: Path) -> Pat
             log.warning("TorchScript self check failed; using the Ludwig fallback: %s", problem)
             (out_dir / INFERENCE_FILE).unlink(missing_ok=True)
     (out_dir / MANIFEST_FILE).write_text(manifest.model_dump_json(indent=2), encoding="utf-8")
+    write_digests(out_dir)  # last: every file of the bundle is final now
     return out_dir
 
 

@@ -62,6 +62,7 @@ class Tag(StrEnum):
     DATA_FILES = "data.files"
     LUDWIG_CONFIG_HASH = "ludwig.config_hash"
     SCHEMA_FINGERPRINT = "schema.fingerprint"
+    BUNDLE_SHA256 = "bundle.sha256"  # sha256 of the serving bundle's sha256.json
     DAGSTER_RUN_ID = "dagster.run_id"
     # Retention: old rejected versions are marked, never deleted.
     MLOPS_ARCHIVED = "mlops.archived"

@@ -138,11 +138,14 @@ def build_registry(root: Path, settings: Any) -> Registry:
     import mlflow
     from mlflow import MlflowClient
 
+    from mlops_assets.lifecycle.digests import verify_bundle
+
     mlflow.set_tracking_uri(settings.tracking_uri)
     exp_id = mlflow.create_experiment("serving-tests", artifact_location=(root / "art").as_uri())
     client = MlflowClient(settings.tracking_uri)
     client.create_registered_model(MODEL_NAME)
     reg = Registry(settings.tracking_uri, client)
+    digests: dict[str, str] = {}
     for key, drift, seed in (("a", False, 1), ("b", True, 2)):
         frame = churn_frame(300, seed=seed, drift=drift)
         bundle = train_bundle(root / f"train-{key}", settings, frame, seed)
@@ -150,6 +153,7 @@ def build_registry(root: Path, settings: Any) -> Registry:
             mlflow.log_metrics({"holdout.accuracy": 0.7 + seed / 100, "holdout.f1_score": 0.5})
             mlflow.log_artifacts(str(bundle), "serving")
         reg.runs[key] = run.info.run_id
+        digests[key] = verify_bundle(bundle, None) or ""
     plan = [
         ("1", "a", "champion", "sha-a1,sha-a2"),
         ("2", "b", "shadow", "sha-b"),
@@ -160,7 +164,11 @@ def build_registry(root: Path, settings: Any) -> Registry:
             MODEL_NAME,
             source=f"runs:/{reg.runs[run_key]}/serving",
             run_id=reg.runs[run_key],
-            tags={"lifecycle.state": state, "data.sha256": sha},
+            tags={
+                "lifecycle.state": state,
+                "data.sha256": sha,
+                "bundle.sha256": digests[run_key],
+            },
         )
         assert str(mv.version) == version
         reg.versions[version] = run_key
