@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib.util
 import json
 import logging
 import os
@@ -269,6 +270,14 @@ def wait_http(url: str, timeout_s: float = 180.0) -> None:
 
 def main() -> int:
     """Run every comparison and print medians and ratios."""
+    if "--sweep" in sys.argv[1:]:
+        # The concurrency sweep (1/8/32 clients, wrk-driven) lives in bench/sweep.py; this
+        # flag runs it with the remaining arguments: `bench/serving.py --sweep --quick`.
+        sweep = importlib.util.spec_from_file_location("bench_sweep", REPO / "bench" / "sweep.py")
+        module = importlib.util.module_from_spec(sweep)  # type: ignore[arg-type]
+        sweep.loader.exec_module(module)  # type: ignore[union-attr]
+        sys.argv = [sys.argv[0], *(a for a in sys.argv[1:] if a != "--sweep")]
+        return int(module.main())
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--train-rows", type=int, default=2000)
     parser.add_argument(
@@ -283,6 +292,9 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="fewer requests and repeats")
     parser.add_argument("--json", type=Path, help="also write the results here")
     parser.add_argument("--keep", action="store_true", help="keep the temp project folder")
+    parser.add_argument(
+        "--sweep", action="store_true", help="run the 1/8/32-client sweep (bench/sweep.py)"
+    )
     ns = parser.parse_args()
     if ns.quick:
         ns.requests, ns.rounds, ns.batches, ns.repeats = 200, 4, 5, 2

@@ -20,13 +20,13 @@ atomically (serving/host.py), so a hot swap never fails a request.
 # value, and a pickled method keeps only the globals its body uses, so FastAPI could no longer
 # resolve a string annotation like "Request" and would treat `request` as a query parameter.
 import asyncio
-import hmac
 import logging
 import math
 import os
 import random
 import time
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -34,7 +34,6 @@ from fastapi.responses import JSONResponse, Response
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
-from mlops_assets.lifecycle.classes import normalise_label
 from serving.config import (
     CHAMPION_TIMEOUT_S,
     INFO_TIMEOUT_S,
@@ -51,20 +50,28 @@ from serving.config import (
     SlotConfig,
     model_cpus,
 )
+from serving.describe import describe, summarize
+from serving.edge import FEEDBACK_TOKEN_ENV, check_token, parse_labels
 from serving.host import ModelHost, answer
 from serving.http import (
     ApiError,
-    field_error,
+    extract_records,
     json_response,
     new_request_ids,
     read_json_body,
-    split_records,
 )
 from serving.metrics import CONTENT_TYPE, ServingMetrics
 from serving.mirror import MirrorCopy, MirrorOutcome, ShadowMirror
 from serving.model_server import ModelServer
 from serving.openapi import openapi_for, swagger_ui
-from serving.predlog import LogEntry, PredictionLogWriter, encode_entries
+from serving.predlog import (
+    SPILL_FILE,
+    LogEntry,
+    PredictionLogWriter,
+    dump_entry,
+    encode_entries,
+    load_entry,
+)
 from serving.resolve import (
     CHAMPION_SLOT,
     ModelRef,
@@ -74,10 +81,6 @@ from serving.resolve import (
 )
 
 log = logging.getLogger(__name__)
-
-FEEDBACK_TOKEN_ENV = "MLOPS_FEEDBACK_TOKEN"
-MAX_REQUEST_ID_CHARS = 128
-
 
 # The typed OpenAPI document is built from the champion's schema on every request (so it
 # follows a hot swap): FastAPI's own, which knows no request bodies, is turned off.
@@ -124,6 +127,13 @@ class Ingress:
             on_written=self._metrics.predlog_written.inc,
             on_dropped=self._metrics.predlog_dropped.inc,
             size=len,
+            # Rows still queued when the store is down at shutdown go to this file, and the
+            # next ingress writes them first (serving/predlog.py).
+            spill_path=Path(self._args.home) / SPILL_FILE if self._args.home else None,
+            dump=dump_entry,
+            load=load_entry,
+            on_spilled=self._metrics.predlog_spilled.inc,
+            on_replayed=self._metrics.predlog_replayed.inc,
         )
 
     # --- lifecycle ---------------------------------------------------------------------------
@@ -188,6 +198,10 @@ class Ingress:
             {(r.feature, r.method): (r.statistic, r.p_value) for r in store.latest_drift(name)}
         )
         self._metrics.set_decision_counts(store.decision_counts(name))
+        stats = store.prediction_log_stats(exact=False)  # no row scan on every scrape
+        self._metrics.set_prediction_log_size(
+            stats.rows, stats.approx_bytes, self._serving.prediction_log_max_rows
+        )
 
     async def _slot_info(self, slot: str) -> dict[str, Any]:
         if slot == CHAMPION_SLOT:
@@ -206,6 +220,9 @@ class Ingress:
         champ = self._slot_infos[CHAMPION_SLOT]
         self._champion_version = champ.get("version") if champ.get("loaded") else None
         self._metrics.set_champion(self._champion_version)
+        self._metrics.set_bundle_mismatches(
+            {slot: info.get("bundle_mismatch") for slot, info in self._slot_infos.items()}
+        )
         self._active_shadows = {
             slot: info["version"]
             for slot, info in self._slot_infos.items()
@@ -268,51 +285,9 @@ class Ingress:
     # --- metrics helpers ---------------------------------------------------------------------
 
     def _count(self, role: str, version: str | None, endpoint: str, code: int | str) -> None:
-        self._metrics.requests.labels(
-            role=role, model_version=version or "none", endpoint=endpoint, code=str(code)
-        ).inc()
-
-    def _count_predictions(self, role: str, version: str, labels: list[str]) -> None:
-        counts: dict[str, int] = {}
-        for label in labels:
-            counts[label] = counts.get(label, 0) + 1
-        for label, n in counts.items():
-            self._metrics.predictions.labels(
-                role=role, model_version=version, **{"class": label}
-            ).inc(n)
+        self._metrics.count_request(role, version, endpoint, code)
 
     # --- predictions -------------------------------------------------------------------------
-
-    def _extract(self, body: Any, single: bool) -> tuple[list[Any], str]:
-        """The request's rows, and how error messages name them (`instances[3].age`)."""
-        if single:
-            if not isinstance(body, dict):
-                raise field_error("body", "expected a JSON object with 'features'")
-            if "features" not in body:
-                raise field_error("features", "is missing")
-            if not isinstance(body["features"], dict):
-                raise field_error("features", "expected an object of feature values")
-            return [body["features"]], "features"
-        prefix = "instances"
-        if isinstance(body, dict) and "dataframe_split" in body and "instances" not in body:
-            records = split_records(body["dataframe_split"])
-            prefix = "dataframe_split.data"
-        else:
-            if not isinstance(body, dict):
-                raise field_error("body", "expected a JSON object with 'instances'")
-            if "instances" not in body:
-                raise field_error("instances", "is missing")
-            records = body["instances"]
-            if not isinstance(records, list):
-                raise field_error("instances", "expected an array of objects")
-        if not records:
-            raise field_error("instances", "must not be empty")
-        if len(records) > self._serving.max_batch_size:
-            raise ApiError(
-                413,
-                f"{len(records)} instances exceed max_batch_size ({self._serving.max_batch_size})",
-            )
-        return records, prefix
 
     async def _call_champion(self, records: list[Any], prefix: str, single: bool) -> dict[str, Any]:
         loaded = self._champion.loaded
@@ -344,7 +319,7 @@ class Ingress:
         version = self._champion_version
         try:
             body = await read_json_body(request, self._serving.max_body_bytes)
-            records, prefix = self._extract(body, single)
+            records, prefix = extract_records(body, single, self._serving.max_batch_size)
             out = await self._call_champion(records, prefix, single)
         except ApiError as err:
             self._count("champion", version, endpoint, err.status)
@@ -375,13 +350,7 @@ class Ingress:
         response = json_response(payload)
         elapsed = time.perf_counter() - started
         self._count("champion", version, endpoint, 200)
-        self._metrics.latency.labels(role="champion", model_version=version).observe(elapsed)
-        self._metrics.model_latency.labels(role="champion", model_version=version).observe(
-            out["model_ms"] / 1000
-        )
-        self._count_predictions("champion", version, out["labels"])
-        for (feature, kind), n in out["warning_counts"].items():
-            self._metrics.input_warnings.labels(feature=feature, kind=kind).inc(n)
+        self._metrics.observe_answer("champion", version, elapsed, out)
         self._log(
             LogEntry(
                 role="champion",
@@ -393,6 +362,7 @@ class Ingress:
                 labels=out["labels"],
                 probabilities=out["probabilities"],
                 classes=classes,
+                features=out["features"],
             )
         )
         self._mirror(endpoint, request_ids, records, single)
@@ -449,17 +419,14 @@ class Ingress:
         self._count("shadow", version, copy.endpoint, outcome.code)
         result: dict[str, Any]
         if outcome.code == 200:
-            model_s = answer["model_ms"] / 1000
-            self._metrics.latency.labels(role="shadow", model_version=version).observe(model_s)
-            self._metrics.model_latency.labels(role="shadow", model_version=version).observe(
-                model_s
-            )
-            self._count_predictions("shadow", version, answer["labels"])
+            # The shadow's answer reaches no client: its latency is the model's own.
+            self._metrics.observe_answer("shadow", version, answer["model_ms"] / 1000, answer)
             result = {
                 "latency_ms": answer["model_ms"],
                 "labels": answer["labels"],
                 "probabilities": answer["probabilities"],
                 "classes": answer["classes"],
+                "features": answer.get("features"),
             }
         else:
             kind = {504: "timeout", 422: "invalid"}.get(outcome.code, "error")
@@ -491,31 +458,13 @@ class Ingress:
         """`{"instances": [{...}, ...]}` (or MLflow's `dataframe_split`) -> one answer each."""
         return await self._serve_predictions(request, "/batch_predict", single=False)
 
-    @staticmethod
-    def _summary(info: dict[str, Any]) -> dict[str, Any]:
-        keys = (
-            "slot",
-            "version",
-            "run_id",
-            "alias",
-            "mode",
-            "loaded_at",
-            "load_error",
-            "fault",
-            "pid",
-            "nice",
-        )
-        return {k: info.get(k) for k in keys}
-
     @api.get("/health")
     async def health(self) -> Response:
         """200 with the served versions, 503 while no champion is loaded."""
         self._ensure_started()
         infos = await self.refresh_roles()
         champ = infos[CHAMPION_SLOT]
-        shadows = [
-            self._summary(i) for s, i in infos.items() if s != CHAMPION_SLOT and i.get("loaded")
-        ]
+        shadows = [summarize(i) for s, i in infos.items() if s != CHAMPION_SLOT and i.get("loaded")]
         if not champ.get("loaded"):
             reason = champ.get("load_error") or champ.get("error") or "no champion alias"
             self._count("champion", None, "/health", 503)
@@ -524,34 +473,14 @@ class Ingress:
                 status_code=503,
             )
         self._count("champion", champ.get("version"), "/health", 200)
-        return JSONResponse({"status": "ok", "champion": self._summary(champ), "shadows": shadows})
+        return JSONResponse({"status": "ok", "champion": summarize(champ), "shadows": shadows})
 
     async def _describe(self, info: dict[str, Any]) -> dict[str, Any]:
-        out: dict[str, Any] = {
-            "slot": info["slot"],
-            "name": self._args.model_name,
-            "version": info["version"],
-            "run_id": info["run_id"],
-            "alias": info.get("alias"),
-            "mode": "fast path" if info.get("mode") == "torchscript" else "fallback",
-            "runtime": info.get("mode"),
-            "fast_path_error": info.get("fast_path_error"),
-            "classes": info.get("classes"),
-            "input_schema": info.get("schema"),
-            "loaded_at": info.get("loaded_at"),
-        }
         try:
-            details = await self._details(info["version"])
-            out.update(
-                state=details.state,
-                aliases=details.aliases,
-                data_sha256=details.data_sha256,
-                metrics=details.metrics,
-                promoted_at=details.promoted_at,
-            )
+            details, error = await self._details(info["version"]), None
         except Exception as exc:
-            out["registry_error"] = f"{exc!r}"[:300]
-        return out
+            details, error = None, f"{exc!r}"[:300]
+        return describe(info, self._args.model_name, details, error)
 
     @api.get("/model/info")
     async def model_info(self) -> Response:
@@ -583,15 +512,18 @@ class Ingress:
         """`{"labels": [{"request_id", "label"}, ...]}` -> accepted count and unknown ids."""
         self._ensure_started()
         try:
-            self._check_token(request, FEEDBACK_TOKEN_ENV, "feedback")
+            check_token(request, FEEDBACK_TOKEN_ENV, "feedback")
             body = await read_json_body(request, self._serving.max_body_bytes)
-            items, refused = self._parse_labels(body)
+            items, refused = parse_labels(body, self._champion.info().get("classes"))
         except ApiError as err:
             self._count("champion", self._champion_version, "/feedback", err.status)
             return err.response()
         try:
             await self._writer.flush()  # labels may refer to predictions still queued
             result = await asyncio.to_thread(self._open_store().add_labels, items, "api")
+        except ValueError as exc:  # the store refused the labels themselves, not a failure
+            self._count("champion", self._champion_version, "/feedback", 422)
+            return ApiError(422, str(exc)).response()
         except Exception as exc:
             log.error("storing labels failed: %r", exc)
             self._count("champion", self._champion_version, "/feedback", 503)
@@ -623,35 +555,6 @@ class Ingress:
         """Swagger UI over the typed document."""
         return swagger_ui()
 
-    def _parse_labels(self, body: Any) -> tuple[list[tuple[str, str]], list[dict[str, str]]]:
-        if not isinstance(body, dict):
-            raise field_error("body", "expected a JSON object with 'labels'")
-        if "labels" not in body:
-            raise field_error("labels", "is missing")
-        labels = body["labels"]
-        if not isinstance(labels, list) or not labels:
-            raise field_error("labels", "expected a non-empty array")
-        classes = self._champion.info().get("classes")
-        items: list[tuple[str, str]] = []
-        refused: list[dict[str, str]] = []
-        for i, item in enumerate(labels):
-            where = f"labels[{i}]"
-            if not isinstance(item, dict):
-                raise field_error(where, "expected an object with request_id and label")
-            rid, label = item.get("request_id"), item.get("label")
-            if not isinstance(rid, str) or not rid.strip():
-                raise field_error(f"{where}.request_id", "expected a non-empty string")
-            if len(rid) > MAX_REQUEST_ID_CHARS:
-                raise field_error(f"{where}.request_id", f"longer than {MAX_REQUEST_ID_CHARS}")
-            if isinstance(label, dict | list) or label is None or str(label).strip() == "":
-                raise field_error(f"{where}.label", "expected a string, number or boolean")
-            value = normalise_label(label, classes)
-            if classes and value not in classes:
-                refused.append({"request_id": rid.strip(), "reason": "unknown_class"})
-                continue
-            items.append((rid.strip(), value))
-        return items, refused
-
     @api.get("/metrics")
     async def metrics(self) -> Response:
         """Prometheus text format (drift and decision counts read from the store on scrape)."""
@@ -666,23 +569,7 @@ class Ingress:
         return Response(self._metrics.render(), media_type=CONTENT_TYPE)
 
     def _check_admin(self, request: Request) -> None:
-        self._check_token(request, self._serving.admin_token_env, "admin")
-
-    @staticmethod
-    def _check_token(request: Request, env: str, what: str) -> None:
-        """401/403 unless the bearer token matches `$env` (no check when it is unset)."""
-        token = os.environ.get(env)
-        if not token:
-            return
-        header = request.headers.get("authorization", "")
-        if not header:
-            raise ApiError(401, f"{what} token required (Authorization: Bearer <token>)")
-        scheme, _, value = header.partition(" ")
-        # Constant time: the comparison must not tell how much of a guess was right.
-        if scheme.lower() != "bearer" or not hmac.compare_digest(
-            value.strip().encode("utf-8", "replace"), token.encode()
-        ):
-            raise ApiError(403, f"invalid {what} token")
+        check_token(request, self._serving.admin_token_env, "admin")
 
     @api.post("/admin/reload")
     async def admin_reload(self, request: Request) -> Response:

@@ -1,6 +1,8 @@
 """Arguments and constants of the serving app: what a deployment is told, validated by pydantic."""
 
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Literal
 
@@ -44,15 +46,52 @@ SERVE_ENV = {
     "RAY_SERVE_RUN_ROUTER_IN_SEPARATE_LOOP": "1",
     "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": "2",
 }
+# HAProxy also listens on a stats page (default 8404) and a metrics exporter (default 9101),
+# on every interface. Fixed defaults make a second server on the same host (a test beside the
+# demo, two projects) fail to start, so each server takes free ports unless these are set.
+HAPROXY_PORT_ENV = ("RAY_SERVE_HAPROXY_STATS_PORT", "RAY_SERVE_HAPROXY_METRICS_PORT")
 
 
-def apply_serve_env() -> dict[str, str]:
-    """Set SERVE_ENV in this process's environment (unless already set); the values in force."""
+def _free_port() -> int:
+    """A port free on every interface now (HAProxy binds `*`)."""
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("", 0))
+        return int(sock.getsockname()[1])
+
+
+def serve_env() -> dict[str, str]:
+    """SERVE_ENV with this server's own HAProxy ports; a value set in the environment wins."""
     import os
 
-    for key, value in SERVE_ENV.items():
-        os.environ.setdefault(key, value)
-    return {key: os.environ[key] for key in SERVE_ENV}
+    wanted = {key: os.environ.get(key, value) for key, value in SERVE_ENV.items()}
+    if wanted["RAY_SERVE_ENABLE_HA_PROXY"] == "1":
+        for key in HAPROXY_PORT_ENV:
+            wanted[key] = os.environ.get(key) or str(_free_port())
+    return wanted
+
+
+@contextmanager
+def applied_serve_env() -> Iterator[dict[str, str]]:
+    """Set `serve_env()` while Ray starts (its processes read it then), then restore.
+
+    Restoring keeps the values out of later child processes of this one (a test's own Serve
+    instance, a second runner), which would otherwise inherit this server's HAProxy ports.
+    """
+    import os
+
+    wanted = serve_env()
+    before = {key: os.environ.get(key) for key in wanted}
+    os.environ.update(wanted)
+    try:
+        yield wanted
+    finally:
+        for key, value in before.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
 
 # ------------------------------------------------------------------------------ configuration
@@ -107,6 +146,8 @@ class AppArgs(BaseModel):
     serving: ServingSection = ServingSection()
     app_name: str = APP_NAME
     log_predictions: bool = True
+    # The project home (MLOPS_HOME): where the prediction log spills when the store is down.
+    home: str | None = None
 
     @classmethod
     def from_builder_args(cls, args: dict[str, Any]) -> "AppArgs":

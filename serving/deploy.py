@@ -37,6 +37,7 @@ def app_args_from_settings(settings: Any, *, log_predictions: bool = True) -> Ap
         shadow_traffic_percent=settings.policy.shadow_traffic_percent,
         serving=settings.config.serving,
         log_predictions=log_predictions,
+        home=str(settings.home),
     )
 
 

@@ -39,10 +39,19 @@ MAX_KEYS = 1024
 MAX_VALUES = 250_000
 MAX_STRING_CHARS = 4096
 MAX_NUMBER_CHARS = 64
-# Past the body limit, read and discard up to this many times the limit (and at most
-# MAX_DRAIN_BYTES in all) so the client reads the 413; a larger declared body is refused unread.
+# Past the body limit, read and discard the rest so the client reads the 413: up to
+# DRAIN_FACTOR times the limit, at least MIN_DRAIN_BYTES (a small limit must not make the
+# bound small) and at most MAX_DRAIN_BYTES. A larger declared body is refused unread.
 DRAIN_FACTOR = 8
+MIN_DRAIN_BYTES = 16 * 1024 * 1024
 MAX_DRAIN_BYTES = 64 * 1024 * 1024
+
+
+def drain_bound(limit: int) -> int:
+    """How many bytes of an oversize body are read and discarded before the 413."""
+    return min(max(DRAIN_FACTOR * limit, MIN_DRAIN_BYTES), MAX_DRAIN_BYTES)
+
+
 # Bodies up to this size are walked value by value (a few microseconds); larger ones that
 # orjson read are checked on their bytes first.
 SMALL_BODY_BYTES = 4096
@@ -264,7 +273,7 @@ def _parse_float(literal: str, limits: BodyLimits) -> float:
 
 async def read_json_body(request: Request, limit: int, limits: BodyLimits = DEFAULT_LIMITS) -> Any:
     """The parsed JSON body; 413 past `limit` bytes (declared or actual), 400 when malformed."""
-    drain = min(DRAIN_FACTOR * limit, MAX_DRAIN_BYTES)
+    drain = drain_bound(limit)
     declared = request.headers.get("content-length")
     size = None
     if declared is not None:
@@ -360,3 +369,35 @@ def new_request_ids(n: int) -> list[str]:
     """n random 128-bit ids as 32 hex characters (one urandom call for the whole batch)."""
     raw = os.urandom(16 * n).hex()
     return [raw[i : i + 32] for i in range(0, 32 * n, 32)]
+
+
+def extract_records(body: Any, single: bool, max_batch_size: int) -> tuple[list[Any], str]:
+    """The request's rows, and how error messages name them (`instances[3].age`)."""
+    if single:
+        if not isinstance(body, dict):
+            raise field_error("body", "expected a JSON object with 'features'")
+        if "features" not in body:
+            raise field_error("features", "is missing")
+        if not isinstance(body["features"], dict):
+            raise field_error("features", "expected an object of feature values")
+        return [body["features"]], "features"
+    prefix = "instances"
+    if isinstance(body, dict) and "dataframe_split" in body and "instances" not in body:
+        records = split_records(body["dataframe_split"])
+        prefix = "dataframe_split.data"
+    else:
+        if not isinstance(body, dict):
+            raise field_error("body", "expected a JSON object with 'instances'")
+        if "instances" not in body:
+            raise field_error("instances", "is missing")
+        records = body["instances"]
+        if not isinstance(records, list):
+            raise field_error("instances", "expected an array of objects")
+    if not records:
+        raise field_error("instances", "must not be empty")
+    if len(records) > max_batch_size:
+        raise ApiError(
+            413,
+            f"{len(records)} instances exceed max_batch_size ({max_batch_size})",
+        )
+    return records, prefix

@@ -44,6 +44,9 @@ import orjson
 
 log = logging.getLogger(__name__)
 
+# The spill file, in the project home (MLOPS_HOME), of the ingress's prediction log writer.
+SPILL_FILE = "predlog-spill.jsonl"
+
 Sink = Callable[[Sequence[Any]], int]
 Counter = Callable[[int], None]
 Size = Callable[[Any], int]

@@ -274,6 +274,56 @@ def start(
     return info
 
 
+def _start_ray_and_serve(serving: Any, log_to_driver: bool) -> tuple[bool, str | None]:
+    """Start Ray (unless this process is already connected) and Serve's HTTP edge.
+
+    Serve's throughput settings (serving/config.py SERVE_ENV) are in the environment while
+    Ray starts: its processes read them then. Returns (owns_ray, Ray's temp dir).
+    """
+    from serving.config import applied_serve_env
+
+    with applied_serve_env():
+        import ray
+        from ray import serve
+
+        owns_ray = not ray.is_initialized()
+        temp_dir = None
+        if owns_ray:
+            # A short private temp dir: Ray's socket paths must stay under 108 bytes, and a
+            # private dir keeps this cluster apart from any other Ray on the machine.
+            temp_dir = tempfile.mkdtemp(prefix="mlops-ray-", dir="/tmp")
+            ray.init(
+                address="local",
+                num_cpus=serving.num_cpus,
+                include_dashboard=False,
+                namespace="mlops-serve",
+                log_to_driver=log_to_driver,
+                _temp_dir=temp_dir,
+                # A fixed port for Prometheus' `ray` job (compose: 8090, DESIGN.md); else random.
+                _metrics_export_port=int(os.environ["MLOPS_RAY_METRICS_PORT"])
+                if os.environ.get("MLOPS_RAY_METRICS_PORT")
+                else None,
+            )
+        try:
+            serve.start(http_options={"host": serving.host, "port": serving.port})
+        except BaseException:
+            _stop_ray_and_serve(owns_ray, temp_dir)
+            raise
+    return owns_ray, temp_dir
+
+
+def _stop_ray_and_serve(owns_ray: bool, temp_dir: str | None) -> None:
+    """Undo `_start_ray_and_serve` after a failed start."""
+    import ray
+    from ray import serve
+
+    with contextlib.suppress(Exception):
+        serve.shutdown()
+    if owns_ray:
+        ray.shutdown()
+        shutil.rmtree(temp_dir or "", ignore_errors=True)
+
+
 def _start_locked(
     settings: Any, lock_fd: int, log_to_driver: bool, log_predictions: bool, wait_s: float
 ) -> ServeHandleInfo:
@@ -286,49 +336,34 @@ def _start_locked(
             "stop it with `mlops serve --stop`"
         )
     serving = settings.config.serving
+    from serving.edge import FEEDBACK_TOKEN_ENV, exposure_error, is_loopback
+
+    refused = exposure_error(serving.host, serving.admin_token_env)
+    if refused:
+        raise RuntimeError(refused)
+    if not is_loopback(serving.host) and not os.environ.get(FEEDBACK_TOKEN_ENV):
+        log.warning(
+            "%s is not set: anyone who reaches %s:%s can post labels to /feedback",
+            FEEDBACK_TOKEN_ENV,
+            serving.host,
+            serving.port,
+        )
     if not _port_free(serving.host, serving.port):
         raise RuntimeError(
             f"port {serving.port} on {serving.host} is in use; free it or set serving.port"
         )
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    from serving.config import apply_serve_env
-
-    apply_serve_env()
-    import ray
-    from ray import serve
-
-    from serving.deploy import app_args_from_settings, apply, wait_for_app
-
     settings.home.mkdir(parents=True, exist_ok=True)
-    owns_ray = not ray.is_initialized()
-    temp_dir = None
-    if owns_ray:
-        # A short private temp dir: Ray's socket paths must stay under 108 bytes, and a
-        # private dir keeps this cluster apart from any other Ray on the machine.
-        temp_dir = tempfile.mkdtemp(prefix="mlops-ray-", dir="/tmp")
-        ray.init(
-            address="local",
-            num_cpus=serving.num_cpus,
-            include_dashboard=False,
-            namespace="mlops-serve",
-            log_to_driver=log_to_driver,
-            _temp_dir=temp_dir,
-            # A fixed port for Prometheus' `ray` job (compose sets 8080); random otherwise.
-            _metrics_export_port=int(os.environ["MLOPS_RAY_METRICS_PORT"])
-            if os.environ.get("MLOPS_RAY_METRICS_PORT")
-            else None,
-        )
+    owns_ray, temp_dir = _start_ray_and_serve(serving, log_to_driver)
     try:
-        serve.start(http_options={"host": serving.host, "port": serving.port})
+        # Imported once Ray is up: Serve's modules read SERVE_ENV when first imported.
+        from serving.deploy import app_args_from_settings, apply, wait_for_app
+
         args = app_args_from_settings(settings, log_predictions=log_predictions)
         slots = apply(args, wait_s=wait_s)
         wait_for_app(args.app_name, timeout_s=wait_s)
     except BaseException:
-        with contextlib.suppress(Exception):
-            serve.shutdown()
-        if owns_ray:
-            ray.shutdown()
-            shutil.rmtree(temp_dir or "", ignore_errors=True)
+        _stop_ray_and_serve(owns_ray, temp_dir)
         raise
     pid = os.getpid()
     info = ServeHandleInfo(

@@ -134,3 +134,24 @@ def sample_csv() -> Callable[..., Path]:
         return path
 
     return write
+
+
+TIERS = (
+    "unit",
+    "assets",
+    "serving",
+    "integration",
+    "faults",
+    "containers",
+    "monitoring",
+    "browser",
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark every test with its tier, the directory it sits in (`pytest -m faults` selects one)."""
+    for item in items:
+        parts = Path(str(item.fspath)).parts
+        below = parts[parts.index("tests") + 1 :] if "tests" in parts else ()
+        if below and below[0] in TIERS:
+            item.add_marker(getattr(pytest.mark, below[0]))

@@ -38,10 +38,11 @@ def test_builder_from_the_config_builds_every_deployment(server: Server) -> None
     builder = import_attr(raw["applications"][0]["import_path"])
     built = build_app(builder(args), name="config-check")
     names = {d.name for d in built.deployments}
-    assert names == {"ingress", "champion", "shadow-1"}
+    # The ingress hosts the champion in process: there is no `champion` deployment.
+    assert names == {"ingress", "shadow-1"}
     by_name = {d.name: d for d in built.deployments}
-    champion = by_name["champion"]._deployment_config.user_config
-    assert champion["model"]["version"] == "1"
+    ingress = by_name["ingress"]._deployment_config.user_config
+    assert ingress["champion"]["version"] == "1"
     assert by_name["shadow-1"]._deployment_config.user_config["model"]["version"] == "2"
     assert built.ingress_deployment_name == "ingress"
 
@@ -57,13 +58,13 @@ def test_reload_keeps_what_fixes_the_code_version(server: Server) -> None:
         "import_path": IMPORT_PATH,
         "args": {"config_path": "config/config.yaml"},
         "runtime_env": {"env_vars": {"A": "1"}},
-        "deployments": [{"name": "champion", "num_replicas": 2, "user_config": {}}],
+        "deployments": [{"name": "shadow-1", "num_replicas": 2, "user_config": {}}],
     }
     merged = merge_user_configs(deployed, wanted)
     assert merged["args"] == deployed["args"]
     assert merged["runtime_env"] == deployed["runtime_env"]
     deps = {d["name"]: d for d in merged["deployments"]}
-    assert deps["champion"]["num_replicas"] == 2
-    assert deps["champion"]["user_config"]["model"]["version"] == "9"
+    assert deps["shadow-1"]["num_replicas"] == 2  # what the deployer set is kept
     assert deps["shadow-1"]["user_config"]["model"] is None
+    assert deps["ingress"]["user_config"]["champion"]["version"] == "9"
     assert deps["ingress"]["user_config"]["shadow_traffic_percent"] == 100

@@ -101,10 +101,10 @@ def test_normalise_labels_on_an_array() -> None:
 
 
 def test_the_server_uses_the_one_normaliser() -> None:
-    import serving.app
+    import serving.edge
     from mlops_assets.lifecycle import classes
 
-    assert serving.app.normalise_label is classes.normalise_label
+    assert serving.edge.normalise_label is classes.normalise_label
 
 
 # --- one context per process ---------------------------------------------------------------

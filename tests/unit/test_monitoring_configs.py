@@ -168,13 +168,13 @@ def test_scrape_targets() -> None:
         f"127.0.0.1:{DESIGN_PORTS['prometheus']}"
     ]
     ray_targets = [t for sc in jobs["ray"]["static_configs"] for t in sc["targets"]]
-    assert ray_targets == ["127.0.0.1:8080"]
+    assert ray_targets == ["127.0.0.1:8090"]
     assert config["rule_files"] == ["alerts.yml"]
 
 
 def test_ray_metrics_port_matches_compose() -> None:
     serving = _yaml(COMPOSE_FILE)["services"]["serving"]
-    assert serving["environment"]["MLOPS_RAY_METRICS_PORT"] == "8080"
+    assert serving["environment"]["MLOPS_RAY_METRICS_PORT"] == "8090"
 
 
 def test_every_alert_has_severity_and_annotations() -> None:
