@@ -52,13 +52,28 @@ SERVE_ENV = {
 HAPROXY_PORT_ENV = ("RAY_SERVE_HAPROXY_STATS_PORT", "RAY_SERVE_HAPROXY_METRICS_PORT")
 
 
+# Chosen below the kernel's ephemeral range (32768-60999) and above Ray's worker ports
+# (10002-19999): a port taken from the ephemeral range can be grabbed by one of Ray's own
+# processes (gRPC servers bind port 0) between our pick and HAProxy's bind.
+HAPROXY_PORT_RANGE = (21000, 29999)
+
+
 def _free_port() -> int:
-    """A port free on every interface now (HAProxy binds `*`)."""
+    """A port free on every interface now (HAProxy binds `*`), outside the ephemeral range."""
+    import random
     import socket
 
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("", 0))
-        return int(sock.getsockname()[1])
+    low, high = HAPROXY_PORT_RANGE
+    start = random.randint(low, high)
+    for offset in range(high - low + 1):
+        port = low + (start - low + offset) % (high - low + 1)
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            try:
+                sock.bind(("", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError(f"no free port in {low}-{high} for HAProxy")
 
 
 def serve_env() -> dict[str, str]:
