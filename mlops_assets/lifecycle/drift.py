@@ -16,7 +16,9 @@ reports NaN and is not called drifted.
 data: the raw files named by the champion version's `data.files` tag, found in `data/raw/` by
 their sha256 (`data.sha256`). When they are gone, the holdout the champion's MLflow run kept
 (`holdout.csv`, a stratified sample of the same data) stands in. Without a champion there is
-no reference, and the report says so instead of computing anything.
+no reference, and the report says so instead of computing anything. Only MLflow's own "no such
+model, alias or artifact" leads to these fallbacks; a tracking server that does not answer
+raises TrackingUnreachable (lifecycle/tracking.py), so "down" never reads as "no champion".
 """
 
 from __future__ import annotations
@@ -270,6 +272,7 @@ def champion_reference(
     settings: Settings, client: MlflowClient, version: str, schema: InputSchema
 ) -> tuple[pd.DataFrame | None, str, list[str]]:
     """The training data of `version`: (frame or None, where it came from, file names)."""
+    from mlops_assets.lifecycle.tracking import missing_as_none, reaching, tracking_uri_of
     from mlops_assets.lifecycle.training import (
         HOLDOUT_ARTIFACT,
         REFERENCE_ARTIFACT,
@@ -277,7 +280,9 @@ def champion_reference(
         read_run_text,
     )
 
-    mv = client.get_model_version(settings.model_name, version)
+    uri = tracking_uri_of(client)
+    with reaching(uri, f"reading champion v{version} of {settings.model_name}"):
+        mv = client.get_model_version(settings.model_name, version)
     tags = mv.tags or {}
     names = [n for n in (tags.get(Tag.DATA_FILES) or "").split(",") if n]
     shas = [s for s in (tags.get(Tag.DATA_SHA256) or "").split(",") if s]
@@ -291,9 +296,13 @@ def champion_reference(
         (REFERENCE_ARTIFACT, "training sample artifact"),
         (HOLDOUT_ARTIFACT, "holdout artifact"),
     ):
-        try:
-            text = read_run_text(client, mv.run_id, artifact)
-        except Exception:  # MLflow raises several types for a missing artifact
+        # None only when the run has no such artifact; a server that is down raises.
+        text = missing_as_none(
+            lambda a=artifact: read_run_text(client, mv.run_id, a),
+            uri,
+            f"reading the {source} of champion v{version}",
+        )
+        if text is None:
             continue
         logger.warning(
             "the training data of v%s (%s) is not in %s; using the %s of its MLflow run",
@@ -308,42 +317,51 @@ def champion_reference(
 
 
 def drift_against_champion(lc: Lifecycle, current: pd.DataFrame, data_sha256: str) -> DriftReport:
-    """Drift of `current` (one validated file) against the current champion's training data."""
+    """Drift of `current` (one validated file) against the current champion's training data.
+
+    TrackingUnreachable when MLflow does not answer: "down" is never reported as "no
+    champion" or "no stored schema".
+    """
+    from mlops_assets.lifecycle.tracking import missing_as_none, reaching, tracking_uri_of
     from mlops_assets.lifecycle.training import read_run_text
 
     settings, client = lc.settings, lc.client
     name = settings.model_name
+    uri = tracking_uri_of(client)
     base: dict[str, Any] = {
         "model_name": name,
         "data_sha256": data_sha256,
         "n_current": len(current),
     }
-    try:
-        mv = client.get_model_version_by_alias(name, Alias.CHAMPION.value)
-    except Exception:  # MLflow raises when the model or the alias does not exist
-        mv = None
-    if mv is None:
+    champion = lc.alias_version(Alias.CHAMPION)
+    if champion is None:
         return DriftReport(
             **base,
             computed=False,
             note="No champion yet, so there is no reference data; drift is computed once a "
             "model is champion.",
         )
-    version = str(mv.version)
+    version = champion
+    with reaching(uri, f"reading champion v{version} of {name}"):
+        mv = client.get_model_version(name, version)
     tags = mv.tags or {}
     ref_info: dict[str, Any] = {
         "reference_version": version,
         "reference_sha256": tags.get(Tag.DATA_SHA256) or None,
     }
-    try:
-        schema = InputSchema.model_validate_json(read_run_text(client, mv.run_id, "schema.json"))
-    except Exception:  # a version registered without a stored schema
+    schema_text = missing_as_none(
+        lambda: read_run_text(client, mv.run_id, "schema.json"),
+        uri,
+        f"reading the input schema of champion v{version}",
+    )
+    if schema_text is None:  # a version registered without a stored schema
         return DriftReport(
             **base,
             **ref_info,
             computed=False,
             note=f"Champion v{version} has no stored input schema; drift was not computed.",
         )
+    schema = InputSchema.model_validate_json(schema_text)
     reference, source, files = champion_reference(settings, client, version, schema)
     ref_info["reference_files"] = files
     if reference is None:

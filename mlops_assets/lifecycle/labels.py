@@ -194,16 +194,27 @@ def _check_label_file(
 
 
 def _served_classes(lc: Lifecycle) -> list[str] | None:
-    """Classes of the champion and open shadows (None when unknown: no check then)."""
+    """Classes of the champion and open shadows (None when unknown: no check then).
+
+    Deliberately lenient: labels are ground truth that arrives late, so an MLflow that does
+    not answer leaves them stored unchecked (with a warning naming why) rather than refused.
+    A version the registry no longer has adds no classes; any other error is raised.
+    """
+    from mlops_assets.lifecycle.tracking import TrackingUnreachable, missing_as_none
+
+    uri = lc.settings.tracking_uri
     try:
         versions = [lc.alias_version(Alias.CHAMPION)]
         versions += [t.version for t in lc.store.open_shadow_tests(lc.model_name)]
         classes: list[str] = []
         for version in versions:
             if version is not None:
-                classes += version_classes(lc, version) or []
-    except Exception:  # the registry is down: labels are still stored, unchecked
-        log.warning("cannot read the served models' classes; label values are not checked")
+                found = missing_as_none(
+                    lambda v=version: version_classes(lc, v), uri, f"reading v{version}"
+                )
+                classes += found or []
+    except TrackingUnreachable as exc:
+        log.warning("label values are not checked against the served models' classes: %s", exc)
         return None
     return list(dict.fromkeys(classes)) or None
 
