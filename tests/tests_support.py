@@ -134,3 +134,165 @@ def lifecycle_of(settings):
     if key not in _LIFECYCLES:
         _LIFECYCLES[key] = Lifecycle.open(settings)
     return _LIFECYCLES[key]
+
+
+def start_mlflow_server(root, port: int, log_path, wait_s: float = 120.0):
+    """Start a real `mlflow server` on loopback (SQLite backend and artifacts under `root`).
+
+    Returns the process (its own session: stop it with os.killpg) once /health answers; a
+    server that exits or does not answer in `wait_s` raises RuntimeError with its log's tail.
+    """
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    import httpx
+
+    cmd = [
+        str(Path(sys.executable).parent / "mlflow"),
+        "server",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--workers",
+        "1",
+        "--backend-store-uri",
+        f"sqlite:///{Path(root) / 'server.db'}",
+        "--artifacts-destination",
+        str(Path(root) / "artifacts"),
+    ]
+    with Path(log_path).open("w") as log:
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    deadline = time.monotonic() + wait_s
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200:
+                return proc
+        except httpx.HTTPError:
+            pass
+        if proc.poll() is not None:
+            raise RuntimeError(Path(log_path).read_text()[-3000:])
+        time.sleep(0.3)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait(30)
+    raise RuntimeError(f"mlflow server did not start in {wait_s:g} s")
+
+
+class PostgresCluster:
+    """A private PostgreSQL cluster in a tmp dir on a loopback port (initdb, pg_ctl).
+
+    Started and stopped by the test that owns it, so restarting it disturbs no one else. As
+    root, the server binaries run as the `postgres` user (initdb refuses root).
+    """
+
+    def __init__(self) -> None:
+        import glob
+        import os
+        import tempfile
+        from pathlib import Path
+
+        bins = sorted(glob.glob("/usr/lib/postgresql/*/bin/pg_ctl"))
+        if not bins:
+            raise FileNotFoundError("no PostgreSQL server binaries under /usr/lib/postgresql")
+        self.bin = Path(bins[-1]).parent
+        self.root = Path(tempfile.mkdtemp(prefix="mlops-pg-", dir="/tmp"))
+        self.data = self.root / "data"
+        self.log = self.root / "server.log"
+        self.port = free_port()
+        self.url = f"postgresql+psycopg2://mlops@127.0.0.1:{self.port}/postgres?connect_timeout=3"
+        self._as_postgres = os.geteuid() == 0
+        if self._as_postgres:
+            import shutil
+
+            shutil.chown(self.root, "postgres", "postgres")
+
+    def _run(self, tool: str, *args: str, timeout: float = 60) -> None:
+        import subprocess
+
+        cmd = [str(self.bin / tool), *args]
+        if self._as_postgres:
+            cmd = ["runuser", "-u", "postgres", "--", *cmd]
+        # No descriptor but stdio reaches the server (close_fds): it must hold no lock file.
+        subprocess.run(cmd, check=True, timeout=timeout, capture_output=True, close_fds=True)
+
+    def init(self) -> PostgresCluster:
+        """initdb (trust auth on loopback for the role `mlops`), then start."""
+        self._run("initdb", "-D", str(self.data), "-U", "mlops", "--auth=trust", "-E", "UTF8")
+        self.start()
+        return self
+
+    def start(self) -> None:
+        """Start the server and wait until it accepts connections."""
+        options = f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c fsync=off"
+        self._run("pg_ctl", "-D", str(self.data), "-l", str(self.log), "-o", options, "-w", "start")
+
+    def stop(self, mode: str = "fast") -> None:
+        """Stop the server (`fast`: disconnect clients, roll back their transactions)."""
+        self._run("pg_ctl", "-D", str(self.data), "-m", mode, "-w", "stop")
+
+    def destroy(self) -> None:
+        """Stop the server if it runs and remove its files."""
+        import contextlib
+        import shutil
+        import subprocess
+
+        if (self.data / "postmaster.pid").exists():
+            with contextlib.suppress(subprocess.SubprocessError):
+                self.stop("immediate")
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+def serving_tests(module: str):
+    """A helper module of the serving tier (tests/serving: serving_support, test_hot_swap)."""
+    import importlib
+    import sys
+    from pathlib import Path
+
+    folder = str(Path(__file__).resolve().parent / "serving")
+    if folder not in sys.path:
+        sys.path.append(folder)  # last: it must shadow nothing
+    return importlib.import_module(module)
+
+
+@contextlib.contextmanager
+def detached_serving_app(root, monkeypatch, *, lifecycle_url: str | None = None) -> Iterator:
+    """The serving tier's tmp registry (v1 champion, v2, v3) served by a real detached runner.
+
+    `mlops serve --detach`'s path: its own process and Ray, so it never meets an app this
+    process started. Its home is under `root`; its lifecycle store (the prediction log) is
+    `lifecycle_url` when given. No challenger alias, so no shadow replica. Yields
+    (settings, registry, info) and stops the runner by its pid on exit.
+    """
+    import os
+    from pathlib import Path
+
+    import yaml
+
+    from mlops_assets.settings import load_settings
+    from serving import runner
+
+    support = serving_tests("serving_support")
+    repo = str(Path(__file__).resolve().parents[1])
+    for name in ("MLFLOW_TRACKING_URI", "MLOPS_LIFECYCLE_DB", "MLOPS_CONFIG"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("MLOPS_HOME", str(root / ".mlops"))
+    monkeypatch.setenv(support.ADMIN_TOKEN_ENV, support.ADMIN_TOKEN)
+    # The runner runs `-m serving.runner` from the project dir: it imports this checkout.
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [repo, os.getenv("PYTHONPATH")])))
+    config = support.write_project(root, free_port())
+    if lifecycle_url is not None:
+        cfg = yaml.safe_load(config.read_text())
+        cfg["lifecycle_store"]["url"] = lifecycle_url
+        config.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    settings = load_settings(config)
+    registry = support.build_registry(root, settings)
+    registry.set_alias("challenger", None)
+    info = runner.start_detached(settings)
+    try:
+        yield settings, registry, info
+    finally:
+        runner.stop(settings)

@@ -11,17 +11,15 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 from mlflow import MlflowClient
-from tests_support import free_port
+from tests_support import free_port, start_mlflow_server
 
 from mlops_assets.lifecycle import manager, training
 from mlops_assets.lifecycle.context import Lifecycle
@@ -45,37 +43,9 @@ class MlflowServer:
         self.starts = 0
 
     def start(self) -> None:
-        cmd = [
-            str(Path(sys.executable).parent / "mlflow"),
-            "server",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(self.port),
-            "--workers",
-            "1",
-            "--backend-store-uri",
-            f"sqlite:///{self.root / 'server.db'}",
-            "--artifacts-destination",
-            str(self.root / "artifacts"),
-        ]
         self.starts += 1
-        log = (self.root / f"server-{self.starts}.log").open("w")
-        self.proc = subprocess.Popen(
-            cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-        )
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"{self.url}/health", timeout=2).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            if self.proc.poll() is not None:
-                text = (self.root / f"server-{self.starts}.log").read_text()
-                raise RuntimeError(text[-3000:])
-            time.sleep(0.3)
-        raise RuntimeError("mlflow server did not start in 120 s")
+        log = self.root / f"server-{self.starts}.log"
+        self.proc = start_mlflow_server(self.root, self.port, log)
 
     def kill_9(self) -> None:
         """SIGKILL the server's whole process group (the one this test started)."""
