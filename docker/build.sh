@@ -3,10 +3,12 @@
 #   bash docker/build.sh base                      # mlops/debian:bookworm + mlops/python:3.11-bookworm
 #   bash docker/build.sh runtime                   # mlops/runtime:0.1.0 (platform, ~7 GB)
 #   bash docker/build.sh serving-runtime           # mlops/serving-runtime:0.1.0 (torch CPU)
-#   bash docker/build.sh model BUNDLE_DIR IMAGE    # a per-model serving image
+# Per-model images: `mlops package VERSION` (mlops_assets/packaging.py), on serving-runtime.
 # Environment: PY (python with pip, default .venv/bin/python), VERSION (0.1.0),
-# DEBIAN_MIRROR (for debootstrap), PIP_FIND_LINKS (where torch==2.13.0+cpu lives, e.g. the
-# PyTorch CPU wheel index; it is not on PyPI).
+# DEBIAN_MIRROR (for debootstrap), PIP_FIND_LINKS (where torch==2.13.0+cpu lives: /opt/wheels
+# on this machine, or the PyTorch CPU wheel index; it is not on PyPI). The base images are built
+# only when missing (FORCE=1 builds them again); DOCKER_HOST is the engine
+# (scripts/start_docker.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -33,7 +35,11 @@ wheelhouse() {
 
 case "${1:-}" in
   base)
-    if docker image inspect mlops/debian:bookworm >/dev/null 2>&1; then
+    if [ -z "${FORCE:-}" ] && docker image inspect mlops/python:3.11-bookworm >/dev/null 2>&1; then
+      say "mlops/python:3.11-bookworm exists (FORCE=1 builds it again)"
+      exit 0
+    fi
+    if [ -z "${FORCE:-}" ] && docker image inspect mlops/debian:bookworm >/dev/null 2>&1; then
       say "mlops/debian:bookworm exists"
     else
       rootfs=$(mktemp -d)
@@ -56,13 +62,6 @@ case "${1:-}" in
     docker build --network none \
       --build-arg REQUIREMENTS=requirements-serving.txt --build-arg PROJECT_NO_DEPS=1 \
       -t "mlops/serving-runtime:$VERSION" docker/runtime
-    ;;
-  model)
-    bundle=${2:?usage: build.sh model BUNDLE_DIR IMAGE}
-    image=${3:?usage: build.sh model BUNDLE_DIR IMAGE}
-    [ -f "$bundle/bundle.json" ] || { say "$bundle is not a serving bundle (no bundle.json)"; exit 2; }
-    docker build --network none -f docker/serving/Dockerfile \
-      --build-arg "RUNTIME_IMAGE=mlops/serving-runtime:$VERSION" -t "$image" "$bundle"
     ;;
   *)
     sed -n '2,9p' "$0"

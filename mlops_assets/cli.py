@@ -78,9 +78,9 @@ class Ctx:
     @property
     def lifecycle(self) -> Lifecycle:
         """The command's lifecycle context (opened once); applied moves reload a running server."""
-        from mlops_assets.lifecycle.context import server_reloader, shared_lifecycle
+        from mlops_assets.lifecycle.context import after_applied, shared_lifecycle
 
-        return shared_lifecycle(self.settings, on_applied=server_reloader(self.settings))
+        return shared_lifecycle(self.settings, on_applied=after_applied(self.settings))
 
 
 pass_ctx = click.make_pass_decorator(Ctx)
@@ -110,6 +110,8 @@ def _guard(fn: Callable[[], Any]) -> Any:
             "StaleDecision",
             "LockBusy",
             "ServeLockBusy",
+            "PackagingError",
+            "TrackingUnreachable",
         ):
             _fail(str(err))
         raise
@@ -344,10 +346,44 @@ def lineage_cmd(ctx: Ctx, version: str | None, as_json: bool) -> None:
         click.echo(f"  data file     {f['file']}  sha256 {f['sha256']}")
     click.echo(f"  ludwig config {info['ludwig_config_hash']}")
     click.echo(f"  bundle sha256 {info.get('bundle_sha256') or '- (registered without digests)'}")
+    image = info.get("image")
+    click.echo(
+        f"  image         {image['ref']}  {image['digest']}"
+        if image
+        else "  image         - (not packaged: mlops package VERSION)"
+    )
     click.echo(f"  MLflow run    {info['mlflow_run_id']}")
     click.echo(f"  Dagster run   {info['dagster_run_id'] or '-'}")
     for d in info["decisions"]:
         click.echo(f"  decision      {d['time'][:19]} {d['decision']} ({d['status']}) {d['id']}")
+
+
+@main.command("package")
+@click.argument("version")
+@click.option("--force", is_flag=True, help="Build again even if an image of this bundle exists.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@pass_ctx
+def package_cmd(ctx: Ctx, version: str, force: bool, as_json: bool) -> None:
+    """Build the per-model image <repository>/<model>:vVERSION from the registered bundle.
+
+    The bundle is checked against the version's bundle.sha256 tag, then built on
+    deployment.runtime_image with no network; the image's reference and id become the tags
+    image.ref and image.digest. Needs a Docker engine (DOCKER_HOST; scripts/start_docker.sh)
+    and the runtime image (bash docker/build.sh serving-runtime). Run it: docker run
+    --network host IMAGE (port 8100, MLOPS_SERVE_PORT).
+    """
+    from mlops_assets.packaging import package_version
+
+    settings = ctx.settings
+    built = _guard(lambda: package_version(settings, ctx.lifecycle.client, version, force=force))
+    if as_json:
+        click.echo(json.dumps(built.as_dict(), indent=2))
+        return
+    verb = "reused" if built.reused else "built"
+    click.echo(
+        f"{verb} {built.ref}  {built.digest}  {built.size_bytes / 1e6:.0f} MB  "
+        f"in {built.build_seconds:.1f} s"
+    )
 
 
 # ------------------------------------------------------------------------- manual moves

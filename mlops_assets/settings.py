@@ -257,6 +257,17 @@ class AutomationSection(_Strict):
     alert_webhook_url: str | None = None
 
 
+class DeploymentSection(_Strict):
+    """Per-model container images (`mlops package`, mlops_assets/packaging.py)."""
+
+    # Every START_SHADOW, PROMOTE and BOOTSTRAP packages the version as its own image.
+    package_images: bool = False
+    # The serving runtime the images are built on (`bash docker/build.sh serving-runtime`).
+    runtime_image: str = "mlops/serving-runtime:0.1.0"
+    # Images are named <image_repository>/<registered model name>:v<version>.
+    image_repository: str = Field("mlops", pattern=r"^[a-z0-9]+([._/-][a-z0-9]+)*$")
+
+
 class AppConfig(_Strict):
     """The whole of `config/config.yaml`."""
 
@@ -267,6 +278,7 @@ class AppConfig(_Strict):
     serving: ServingSection = ServingSection()
     lifecycle_store: LifecycleStoreSection = LifecycleStoreSection()
     automation: AutomationSection = AutomationSection()
+    deployment: DeploymentSection = DeploymentSection()
 
 
 _LUDWIG_TOP_KEYS = {

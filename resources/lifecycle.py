@@ -39,10 +39,10 @@ class LifecycleResource(dg.ConfigurableResource):
 
     def context(self) -> Lifecycle:
         """The process's lifecycle context; an applied decision asks a running server to reload."""
-        from mlops_assets.lifecycle.context import server_reloader, shared_lifecycle
+        from mlops_assets.lifecycle.context import after_applied, shared_lifecycle
 
         settings = self.settings()
-        return shared_lifecycle(settings, on_applied=server_reloader(settings))
+        return shared_lifecycle(settings, on_applied=after_applied(settings))
 
     def mlflow(self) -> MlflowClient:
         """The context's MLflow client, bound to the resolved tracking URI."""

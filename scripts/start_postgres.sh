@@ -14,17 +14,10 @@ PG_USER="${PG_USER:-mlops}"
 PG_PASSWORD="${PG_PASSWORD:-mlops}"
 PG_HOST="${PG_HOST:-127.0.0.1}"
 PG_DATABASES="${PG_DATABASES:-mlops_test mlflow_test dagster_test}"
-LOCK_FILE="${TMPDIR:-/tmp}/mlops-start-postgres.lock"
 
-log() { echo "start_postgres: $*" >&2; }
-die() { log "error: $*"; exit 1; }
-
-if [[ "$(id -u)" -ne 0 ]]; then
-  if command -v sudo >/dev/null 2>&1; then
-    exec sudo -E -- "$0" "$@"
-  fi
-  die "run as root (or install sudo): installing and starting PostgreSQL needs root"
-fi
+# shellcheck source=scripts/lib/daemons.sh
+source "$(dirname "$0")/lib/daemons.sh"
+need_root "installing and starting PostgreSQL" "$@"
 
 for name in PG_USER PG_PASSWORD; do
   [[ "${!name}" =~ ^[A-Za-z0-9_]+$ ]] || die "$name may only hold letters, digits and _"
@@ -33,9 +26,7 @@ for db in $PG_DATABASES; do
   [[ "$db" =~ ^[A-Za-z0-9_]+$ ]] || die "database name '$db' may only hold letters, digits and _"
 done
 
-# Several engineers (and CI steps) may call this at once: serialise on a lock file.
-exec 9>"$LOCK_FILE"
-flock -w 300 9 || die "another start_postgres.sh held $LOCK_FILE for 300 s"
+serialise
 
 install_postgres() {
   log "PostgreSQL is not installed; installing it from Debian (apt-get)"
@@ -80,13 +71,9 @@ install -d -o postgres -g postgres -m 2775 /var/run/postgresql
 
 if [[ "$STATUS" != online* ]]; then
   log "starting cluster $PG_VERSION/main on port $PG_PORT"
-  # The server daemon must not inherit (and so hold for its whole life) any lock file
-  # descriptor: ours (9), or a caller's such as `flock LOCK bash start_postgres.sh` (3).
+  # The server holds none of our descriptors (lib/daemons.sh).
   (
-    for fd in /proc/$BASHPID/fd/*; do
-      fd=${fd##*/}
-      if (( fd > 2 )); then eval "exec $fd>&-" 2>/dev/null || true; fi
-    done
+    close_inherited_fds
     exec pg_ctlcluster "$PG_VERSION" main start >&2
   )
 else

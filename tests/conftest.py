@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -96,15 +97,15 @@ def make_project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, clean_env: Non
     return make
 
 
-@pytest.fixture(scope="module")
-def champion_project(tmp_path_factory: pytest.TempPathFactory):
-    """A project with a champion bootstrapped from 300 baseline rows (shared by a module)."""
+@contextmanager
+def bootstrapped_project(root: Path, config: dict[str, Any] | None = None) -> Iterator[tuple]:
+    """A project at `root` whose champion is bootstrapped from 300 baseline rows."""
     from mlops_assets.datagen import write_dataset
     from mlops_assets.pipeline import run_cycle_for_file
     from mlops_assets.settings import load_settings
 
     with pytest.MonkeyPatch.context() as mp:
-        root = build_project(tmp_path_factory.mktemp("champion"))
+        build_project(root, config)
         isolate_env(mp, root)
         settings = load_settings(root / "config" / "config.yaml")
         settings.ensure_dirs()
@@ -112,6 +113,13 @@ def champion_project(tmp_path_factory: pytest.TempPathFactory):
         report = run_cycle_for_file(settings, baseline, evaluate=True)
         assert report["success"], report.get("errors")
         yield settings, baseline
+
+
+@pytest.fixture(scope="module")
+def champion_project(tmp_path_factory: pytest.TempPathFactory):
+    """A project with a champion bootstrapped from 300 baseline rows (shared by a module)."""
+    with bootstrapped_project(tmp_path_factory.mktemp("champion")) as project:
+        yield project
 
 
 @pytest.fixture

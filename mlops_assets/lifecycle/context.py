@@ -139,3 +139,22 @@ def server_reloader(settings: Settings) -> OnApplied:
             log.debug("no server at %s; nothing to reload", url)
 
     return reload
+
+
+def after_applied(settings: Settings) -> OnApplied:
+    """The CLI's and Dagster's `on_applied`: reload a running server, then package the version.
+
+    Packaging (mlops_assets/packaging.py) runs only with `deployment.package_images: true`, for
+    START_SHADOW, PROMOTE and BOOTSTRAP; a failed build is logged and the decision stands.
+    """
+    reload = server_reloader(settings)
+    if not settings.config.deployment.package_images:
+        return reload
+
+    def reload_and_package(record: DecisionRecord) -> None:
+        from mlops_assets.packaging import package_after_decision
+
+        reload(record)
+        package_after_decision(settings, record)
+
+    return reload_and_package

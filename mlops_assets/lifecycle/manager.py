@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from mlops_assets.lifecycle.context import Lifecycle, OnApplied, server_reloader
+from mlops_assets.lifecycle.context import Lifecycle, OnApplied, after_applied
 from mlops_assets.lifecycle.records import DecisionRecord, DecisionStatus
 from mlops_assets.lifecycle.states import STATE_TAG, Actor, Alias, Decision, Tag, holdout_metrics
 from mlops_assets.settings import load_settings
@@ -327,6 +327,11 @@ def lineage(lc: Lifecycle, version: str | None = None) -> dict[str, Any]:
         "ludwig_config_hash": tags.get(Tag.LUDWIG_CONFIG_HASH),
         "schema_fingerprint": tags.get(Tag.SCHEMA_FINGERPRINT),
         "bundle_sha256": tags.get(Tag.BUNDLE_SHA256),
+        "image": (
+            {"ref": tags[Tag.IMAGE_REF], "digest": tags.get(Tag.IMAGE_DIGEST)}
+            if tags.get(Tag.IMAGE_REF)
+            else None
+        ),
         "mlflow_run_id": mv.run_id,
         "dagster_run_id": tags.get(Tag.DAGSTER_RUN_ID) or None,
         "decisions": [
@@ -361,7 +366,7 @@ class ChampionChallengerManager:
     ) -> None:
         self.settings = load_settings(config_path)
         self.settings.ensure_dirs()
-        on_applied: OnApplied | None = server_reloader(self.settings) if reload_server else None
+        on_applied: OnApplied | None = after_applied(self.settings) if reload_server else None
         self.lifecycle = Lifecycle.open(self.settings, on_applied=on_applied)
 
     def close(self) -> None:

@@ -64,6 +64,8 @@ class Tag(StrEnum):
     SCHEMA_FINGERPRINT = "schema.fingerprint"
     BUNDLE_SHA256 = "bundle.sha256"  # sha256 of the serving bundle's sha256.json
     DAGSTER_RUN_ID = "dagster.run_id"
+    IMAGE_REF = "image.ref"  # the per-model image `mlops package` built (mlops/<model>:v<N>)
+    IMAGE_DIGEST = "image.digest"  # its image id (sha256:...); there is no registry digest
     # Retention: old rejected versions are marked, never deleted.
     MLOPS_ARCHIVED = "mlops.archived"
     MLOPS_ARCHIVED_AT = "mlops.archived_at"
