@@ -97,9 +97,13 @@ def main() -> int:
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args()
 
+    import logging
+
     from mlflow import MlflowClient
 
     from mlops_assets.packaging import docker_client, package_version
+
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request otherwise
 
     engine = docker_client()
     results: dict[str, Any] = {}
