@@ -234,6 +234,37 @@ class PostgresCluster:
         """Stop the server (`fast`: disconnect clients, roll back their transactions)."""
         self._run("pg_ctl", "-D", str(self.data), "-m", mode, "-w", "stop")
 
+    def kill_9(self) -> None:
+        """SIGKILL the postmaster (its pid from postmaster.pid); wait until its backends exit."""
+        import os
+        import signal
+        import time
+
+        pid = int((self.data / "postmaster.pid").read_text().split()[0])
+        os.kill(pid, signal.SIGKILL)
+        deadline = time.monotonic() + 30
+        # Orphaned backends notice the postmaster's death and exit; while one is left the old
+        # shared memory is in use and a new postmaster would refuse to start.
+        while time.monotonic() < deadline and self._server_processes():
+            time.sleep(0.05)
+
+    def _server_processes(self) -> list[int]:
+        """Pids of processes still running this cluster's server binary (postmaster, backends)."""
+        import os
+        from pathlib import Path
+
+        found = []
+        postgres = str(self.bin / "postgres")
+        for proc in Path("/proc").iterdir():
+            if not proc.name.isdigit():
+                continue
+            try:
+                if os.readlink(proc / "exe") == postgres and (proc / "cwd").resolve() == self.data:
+                    found.append(int(proc.name))
+            except OSError:
+                continue
+        return found
+
     def destroy(self) -> None:
         """Stop the server if it runs and remove its files."""
         import contextlib
