@@ -6,6 +6,7 @@ import dagster as dg
 from pydantic import BaseModel
 
 from mlops_assets import checks
+from mlops_assets.assets.retries import retrying_when_down
 from mlops_assets.lifecycle import manager
 from mlops_assets.partitions import raw_files
 from mlops_assets.validation import ValidationResult
@@ -77,7 +78,8 @@ def validated_features(
     context: dg.AssetExecutionContext, lifecycle: LifecycleResource, raw_data: RawFile
 ) -> dg.MaterializeResult:
     """Validate the file; quarantine it when it fails (the blocking check then stops the run)."""
-    result, moved = manager.validate_file(lifecycle.context(), Path(raw_data.path))
+    with retrying_when_down(context):  # MLflow down: nothing was validated or moved yet
+        result, moved = manager.validate_file(lifecycle.context(), Path(raw_data.path))
     metadata: dict = {"sha256": result.sha256, "rows": result.rows, "passed": result.ok}
     if result.ok and result.frame is not None:
         metadata["columns"] = len(result.frame.columns)

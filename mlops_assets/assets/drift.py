@@ -3,6 +3,7 @@
 import dagster as dg
 
 from mlops_assets import checks
+from mlops_assets.assets.retries import retrying_when_down
 from mlops_assets.partitions import raw_files
 from mlops_assets.validation import ValidationResult
 from resources import LifecycleResource
@@ -30,9 +31,10 @@ def feature_drift(
 
     if validated_features.frame is None:
         raise dg.Failure(description=f"{validated_features.path} has no validated data")
-    report = drift_against_champion(
-        lifecycle.context(), validated_features.frame, validated_features.sha256
-    )
+    with retrying_when_down(context):
+        report = drift_against_champion(
+            lifecycle.context(), validated_features.frame, validated_features.sha256
+        )
     stored = 0
     if report.computed:
         stored = lifecycle.store().record_drift(

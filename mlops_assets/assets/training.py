@@ -3,6 +3,7 @@
 import dagster as dg
 
 from mlops_assets import checks
+from mlops_assets.assets.retries import retrying_when_down
 from mlops_assets.lifecycle import manager
 from mlops_assets.lifecycle.training import TrainingOutcome
 from mlops_assets.partitions import raw_files
@@ -27,8 +28,12 @@ def challenger_model(
 ) -> dg.MaterializeResult:
     """Train (or reuse the identical earlier training) and register the challenger."""
     lc = lifecycle.context()
-    outcome: TrainingOutcome = manager.train(lc, validated_features, dagster_run_id=context.run_id)
-    champion = manager.champion_schema(lc)
+    # MLflow down: the step is retried; a retry reuses a finished training, registers once.
+    with retrying_when_down(context):
+        outcome: TrainingOutcome = manager.train(
+            lc, validated_features, dagster_run_id=context.run_id
+        )
+        champion = manager.champion_schema(lc)
     metadata = {
         "model_name": outcome.model_name,
         "model_version": outcome.version,
