@@ -1,5 +1,5 @@
 # The two README commands: `make demo` and `make test`. Both create or update .venv first.
-.PHONY: setup demo test test-fast lint defs-validate clean-state
+.PHONY: setup demo test test-fast lint defs-validate clean-state lock
 
 setup:
 	@bash scripts/bootstrap.sh
@@ -26,3 +26,9 @@ test-fast: setup
 
 clean-state:
 	rm -rf .mlops data/raw/*.csv data/quarantine/* data/labels/*.csv
+
+# Rewrite requirements.lock from the venv (after changing pyproject.toml's dependencies).
+lock: setup
+	@head -4 requirements.lock > requirements.lock.new
+	.venv/bin/pip freeze --exclude-editable >> requirements.lock.new
+	mv requirements.lock.new requirements.lock

@@ -28,8 +28,13 @@ wheelhouse() {
   say "building the project wheel into $WHEELHOUSE"
   "$PY" -m pip wheel --quiet --no-deps --no-build-isolation -w "$WHEELHOUSE" .
   say "downloading the wheels of docker/runtime/$requirements"
+  # The platform resolves at the lock's versions; the serving pins are checked against the
+  # lock by tests/unit/test_lock.py (its torch is the CPU build, which the lock cannot name).
+  local constraints=()
+  [[ "$requirements" == requirements-platform.txt ]] && constraints=(-c requirements.lock)
   "$PY" -m pip download --quiet --only-binary=:all: --dest "$WHEELHOUSE" \
-    --find-links "$WHEELHOUSE" -r "docker/runtime/$requirements"
+    --find-links "$WHEELHOUSE" "${constraints[@]}" -r "docker/runtime/$requirements" \
+    2> >(grep -v "is ignored: it is neither a file nor a directory" >&2)
   du -sh "$WHEELHOUSE"
 }
 

@@ -3,7 +3,8 @@
 #
 # The venv is about 7 GB (torch, Ludwig, Ray, Dagster, MLflow), so it lives outside the clone in
 # ${MLOPS_VENV_CACHE:-~/.cache/mlops-venvs}/<key>, where <key> hashes the dependency lists in
-# pyproject.toml and the Python version. A new key builds a new venv from scratch; an
+# pyproject.toml, requirements.lock and the Python version. Every package is installed at the
+# version requirements.lock names (pip constraints), so two fresh machines get the same venv. A new key builds a new venv from scratch; an
 # unchanged key reuses the finished one. `.venv` in the repo root is a symlink to it.
 # Idempotent: safe to run any number of times.
 set -euo pipefail
@@ -17,7 +18,9 @@ import hashlib, sys, tomllib
 with open("pyproject.toml", "rb") as fh:
     project = tomllib.load(fh)["project"]
 extras = sorted((k, sorted(v)) for k, v in project.get("optional-dependencies", {}).items())
-blob = repr((sorted(project["dependencies"]), extras, sys.version_info[:2])).encode()
+with open("requirements.lock", "rb") as fh:
+    lock = hashlib.sha256(fh.read()).hexdigest()
+blob = repr((sorted(project["dependencies"]), extras, lock, sys.version_info[:2])).encode()
 print(hashlib.sha256(blob).hexdigest()[:16])
 PYEOF
 )
@@ -29,7 +32,7 @@ if [ ! -f "$venv/.complete" ]; then
   rm -rf "$venv"
   mkdir -p "$cache"
   "$PY" -m venv "$venv"
-  "$venv/bin/pip" install --progress-bar off -e '.[dev]'
+  "$venv/bin/pip" install --progress-bar off -c requirements.lock -e '.[dev]'
   "$venv/bin/pip" check
   touch "$venv/.complete"
 else
