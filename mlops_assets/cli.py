@@ -143,6 +143,47 @@ def main(ctx: click.Context, config: str | None, verbose: bool) -> None:
 # ---------------------------------------------------------------------------------- data
 
 
+@main.command("init")
+@click.option("--data", "data_path", required=True, type=click.Path(dir_okay=False))
+@click.option("--target", required=True, help="The column to predict (a classification target).")
+@click.option(
+    "--output",
+    default=".",
+    show_default=True,
+    type=click.Path(file_okay=False),
+    help="Project folder: config/ and data/ are written here.",
+)
+@click.option("--copy-data", is_flag=True, help="Also copy the CSV into data/raw/.")
+@click.option("--force", is_flag=True, help="Overwrite an existing config pair.")
+def init_cmd(data_path: str, target: str, output: str, copy_data: bool, force: bool) -> None:
+    """Profile a CSV and write a commented config pair for it (bring your own data).
+
+    Writes OUTPUT/config/config.yaml (the target, one validation rule per column) and
+    OUTPUT/config/ludwig_config.yaml (inputs by inferred type), and the data folders. Empty,
+    constant and identifier columns are left out, each with its reason as a comment. Then:
+    copy the file into data/raw/ and run `mlops --config OUTPUT/config/config.yaml cycle`.
+    """
+    from mlops_assets.project_init import InitError, profile_table, write_project
+
+    try:
+        profile = profile_table(Path(data_path), target)
+        written = write_project(profile, Path(output), force=force, copy_data=copy_data)
+    except InitError as exc:
+        _fail(str(exc))
+        return
+    click.echo(
+        f"{profile.rows} rows; target {target!r} ({profile.target_type}, "
+        f"{len(profile.classes)} classes); {len(profile.features)} input columns"
+    )
+    for name, why in profile.dropped.items():
+        click.echo(f"  left out {name!r}: {why}")
+    for path in written:
+        click.echo(f"wrote {path}")
+    config = Path(output) / "config" / "config.yaml"
+    step = "" if copy_data else f"cp {data_path} {Path(output) / 'data' / 'raw'}/ && "
+    click.echo(f"next: {step}mlops --config {config} cycle")
+
+
 @main.command("generate-data", epilog="Drift (--generate-drift): " + DRIFT_HELP)
 @click.option(
     "--samples",
