@@ -290,12 +290,15 @@ def serving_tests(module: str):
 
 
 @contextlib.contextmanager
-def detached_serving_app(root, monkeypatch, *, lifecycle_url: str | None = None) -> Iterator:
+def detached_serving_app(
+    root, monkeypatch, *, lifecycle_url: str | None = None, shadow: bool = False
+) -> Iterator:
     """The serving tier's tmp registry (v1 champion, v2, v3) served by a real detached runner.
 
     `mlops serve --detach`'s path: its own process and Ray, so it never meets an app this
     process started. Its home is under `root`; its lifecycle store (the prediction log) is
-    `lifecycle_url` when given. No challenger alias, so no shadow replica. Yields
+    `lifecycle_url` when given. No challenger alias, so no shadow replica, unless `shadow`
+    (v2 keeps the alias and is mirrored to). Yields
     (settings, registry, info) and stops the runner by its pid on exit.
     """
     import os
@@ -321,9 +324,50 @@ def detached_serving_app(root, monkeypatch, *, lifecycle_url: str | None = None)
         config.write_text(yaml.safe_dump(cfg, sort_keys=False))
     settings = load_settings(config)
     registry = support.build_registry(root, settings)
-    registry.set_alias("challenger", None)
+    if not shadow:
+        registry.set_alias("challenger", None)
     info = runner.start_detached(settings)
     try:
         yield settings, registry, info
     finally:
         runner.stop(settings)
+
+
+# Grafana's built-in variables, and what they stand for when the dashboard's PromQL is run
+# outside Grafana (promtool offline, or a live Prometheus in the monitoring tier).
+GRAFANA_VARIABLES = {
+    "$__rate_interval": "5m",
+    "${__rate_interval}": "5m",
+    "$__interval": "1m",
+    "${__interval}": "1m",
+    "$__range": "6h",
+    "${__range}": "6h",
+}
+
+
+def dashboard_panels(dashboard: dict) -> list[dict]:
+    """Every panel of a Grafana dashboard, those inside collapsed rows included."""
+    panels = []
+    for panel in dashboard["panels"]:
+        panels.append(panel)
+        panels.extend(panel.get("panels", []))
+    return panels
+
+
+def fill_grafana_variables(expr: str) -> str:
+    """`expr` with Grafana's built-in variables replaced by GRAFANA_VARIABLES."""
+    for variable, value in GRAFANA_VARIABLES.items():
+        expr = expr.replace(variable, value)
+    return expr
+
+
+def dashboard_targets(dashboard_file) -> list[tuple[str, str]]:
+    """(panel title, raw PromQL) for every target of every panel of a dashboard file."""
+    import json
+
+    dashboard = json.loads(dashboard_file.read_text(encoding="utf-8"))
+    return [
+        (panel["title"], target["expr"])
+        for panel in dashboard_panels(dashboard)
+        for target in panel.get("targets", [])
+    ]

@@ -16,9 +16,9 @@ from pathlib import Path
 import httpx
 import pandas as pd
 import pytest
+from tests_support import free_port, project_env
 
 from tests.conftest import bootstrapped_project
-from tests.tests_support import free_port, project_env
 
 IMAGE = "mlops/churn-classifier:v1"
 

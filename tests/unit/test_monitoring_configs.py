@@ -21,6 +21,7 @@ from typing import Any
 
 import pytest
 import yaml
+from tests_support import dashboard_panels, dashboard_targets, fill_grafana_variables
 
 REPO = Path(__file__).resolve().parents[2]
 PROM_DIR = REPO / "monitoring" / "prometheus"
@@ -49,15 +50,6 @@ DESIGN_PORTS = {
     "serve": 8000,
     "prometheus": 9090,
     "grafana": 3001,
-}
-# Grafana's built-in variables, and what they stand for when PromQL is checked offline.
-GRAFANA_VARIABLES = {
-    "$__rate_interval": "5m",
-    "${__rate_interval}": "5m",
-    "$__interval": "1m",
-    "${__interval}": "1m",
-    "$__range": "6h",
-    "${__range}": "6h",
 }
 METRIC_RE = re.compile(r"\b(mlops_[a-z0-9_]+)")
 HISTOGRAM_SUFFIXES = ("_bucket", "_sum", "_count")
@@ -231,26 +223,16 @@ def _dashboard() -> dict[str, Any]:
 
 
 def _panels(dashboard: dict[str, Any]) -> list[dict[str, Any]]:
-    out = []
-    for panel in dashboard["panels"]:
-        out.append(panel)
-        out.extend(panel.get("panels", []))  # panels inside collapsed rows
-    return out
+    return dashboard_panels(dashboard)
 
 
 def _targets() -> list[tuple[str, str]]:
     """(panel title, PromQL expression) for every target of every panel."""
-    return [
-        (panel["title"], target["expr"])
-        for panel in _panels(_dashboard())
-        for target in panel.get("targets", [])
-    ]
+    return dashboard_targets(DASHBOARD)
 
 
 def _offline_expr(expr: str) -> str:
-    for variable, value in GRAFANA_VARIABLES.items():
-        expr = expr.replace(variable, value)
-    return expr
+    return fill_grafana_variables(expr)
 
 
 def _datasource() -> dict[str, Any]:
