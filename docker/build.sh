@@ -3,6 +3,9 @@
 #   bash docker/build.sh base                      # mlops/debian:bookworm + mlops/python:3.11-bookworm
 #   bash docker/build.sh runtime                   # mlops/runtime:0.1.0 (platform, ~7 GB)
 #   bash docker/build.sh serving-runtime           # mlops/serving-runtime:0.1.0 (torch CPU)
+#   bash docker/build.sh postgres                  # mlops/postgres:15 (Debian's PostgreSQL)
+#   bash docker/build.sh prometheus                # mlops/prometheus:2.42 (Debian's Prometheus)
+#   bash docker/build.sh stack                     # everything docker-compose.yml runs
 # Per-model images: `mlops package VERSION` (mlops_assets/packaging.py), on serving-runtime.
 # Environment: PY (python with pip, default .venv/bin/python), VERSION (0.1.0),
 # DEBIAN_MIRROR (for debootstrap), PIP_FIND_LINKS (where torch==2.13.0+cpu lives: /opt/wheels
@@ -30,8 +33,16 @@ wheelhouse() {
   say "downloading the wheels of docker/runtime/$requirements"
   # The platform resolves at the lock's versions; the serving pins are checked against the
   # lock by tests/unit/test_lock.py (its torch is the CPU build, which the lock cannot name).
+  if [[ "$requirements" == requirements-platform.txt ]]; then
+    # Ludwig, gpustat and a few more are published as sdists only: `pip wheel` downloads the
+    # wheels and builds those, at the lock's versions.
+    "$PY" -m pip wheel --quiet --wheel-dir "$WHEELHOUSE" --find-links "$WHEELHOUSE" \
+      -c requirements.lock -r "docker/runtime/$requirements" \
+      2> >(grep -v "is ignored: it is neither a file nor a directory" >&2)
+    du -sh "$WHEELHOUSE"
+    return
+  fi
   local constraints=()
-  [[ "$requirements" == requirements-platform.txt ]] && constraints=(-c requirements.lock)
   "$PY" -m pip download --quiet --only-binary=:all: --dest "$WHEELHOUSE" \
     --find-links "$WHEELHOUSE" "${constraints[@]}" -r "docker/runtime/$requirements" \
     2> >(grep -v "is ignored: it is neither a file nor a directory" >&2)
@@ -68,8 +79,27 @@ case "${1:-}" in
       --build-arg REQUIREMENTS=requirements-serving.txt --build-arg PROJECT_NO_DEPS=1 \
       -t "mlops/serving-runtime:$VERSION" docker/runtime
     ;;
+  postgres)
+    bash "$0" base
+    # --network host: apt-get inside the build reaches the Debian mirror.
+    docker build --network host -t mlops/postgres:15 docker/postgres
+    ;;
+  prometheus)
+    bash "$0" base
+    docker build --network host -t mlops/prometheus:2.42 docker/prometheus
+    ;;
+  stack)
+    # The platform runtime is rebuilt only when missing (FORCE=1 rebuilds it): ~7 GB.
+    bash "$0" postgres
+    bash "$0" prometheus
+    if [ -n "${FORCE:-}" ] || ! docker image inspect "mlops/runtime:$VERSION" >/dev/null 2>&1; then
+      bash "$0" runtime
+    else
+      say "mlops/runtime:$VERSION exists (FORCE=1 builds it again)"
+    fi
+    ;;
   *)
-    sed -n '2,9p' "$0"
+    sed -n '2,12p' "$0"
     exit 2
     ;;
 esac
