@@ -41,6 +41,9 @@ def shadow_evaluation(
             "label_files": len(ingest.files),
             "labels_accepted": ingest.accepted,
             "label_files_quarantined": len(ingest.quarantined),
+            # Still being written (not settled): taken on a later run, their labels awaited.
+            "label_files_waiting": len(ingest.waiting),
+            "label_files_waiting_names": ", ".join(ingest.waiting) or "none",
             "model_version": ", ".join(str(r.challenger_version) for r in records) or "none",
             "decision": ", ".join(r.decision.value for r in records) or "none",
         }
