@@ -26,7 +26,8 @@ from pydantic import BaseModel, ConfigDict, Field, computed_field
 from mlops_assets.files import FileTooLarge, ignored_name, look, read_bounded, settled
 from mlops_assets.lifecycle.classes import canonical_label, label_map, version_classes
 from mlops_assets.lifecycle.states import Alias
-from mlops_assets.validation import Problem, ValidationResult, file_sha256, quarantine
+from mlops_assets.quarantine import quarantine
+from mlops_assets.validation import Problem, ValidationResult, file_sha256
 
 if TYPE_CHECKING:
     from mlops_assets.lifecycle.context import Lifecycle

@@ -52,7 +52,7 @@ def validate_file(lc: Lifecycle, path: Path) -> tuple[ValidationResult, Path | N
 
     Returns the result and, for a bad file, where it was moved.
     """
-    from mlops_assets.validation import quarantine
+    from mlops_assets.quarantine import quarantine
     from mlops_assets.validation import validate_file as _validate
 
     reference = champion_schema(lc)

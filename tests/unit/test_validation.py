@@ -10,13 +10,13 @@ import pytest
 
 from mlops_assets.datagen import generate_frame, write_dataset
 from mlops_assets.lifecycle.schema import FeatureSpec, InputSchema, infer_schema
+from mlops_assets.quarantine import quarantine
 from mlops_assets.settings import DataConfig, load_settings
 from mlops_assets.validation import (
     ValidationResult,
     build_schema,
     file_sha256,
     list_raw_files,
-    quarantine,
     validate_file,
 )
 
