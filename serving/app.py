@@ -3,8 +3,8 @@ per shadow slot.
 
 Deployments (application `mlops`):
 - `ingress`: HTTP API of DESIGN.md, request limits, the champion model itself (in process: a
-  champion answer crosses no actor call), mirroring to shadows, Prometheus metrics, the
-  prediction log writer. One replica: it owns the metrics and the log.
+  champion answer crosses no actor call), mirroring to shadows (serving/shadow_traffic.py),
+  Prometheus metrics, the prediction log writer. One replica: it owns the metrics and the log.
 - `shadow-1` ... `shadow-N` (N = `max_shadows`): `ModelServer` replicas, each serving the
   version its registry alias points at (see `serving.resolve`), in a process of its own so a
   shadow's faults stay its own.
@@ -23,7 +23,6 @@ import asyncio
 import logging
 import math
 import os
-import random
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -61,17 +60,16 @@ from serving.http import (
     read_json_body,
 )
 from serving.metrics import CONTENT_TYPE, ServingMetrics
-from serving.mirror import MirrorCopy, MirrorOutcome, ShadowMirror
 from serving.model_server import ModelServer
 from serving.openapi import openapi_for, swagger_ui
 from serving.predlog import (
-    SPILL_FILE,
     LogEntry,
     PredictionLogWriter,
     dump_entry,
     encode_entries,
     load_entry,
 )
+from serving.predlog_spill import SPILL_FILE
 from serving.resolve import (
     CHAMPION_SLOT,
     ModelRef,
@@ -79,6 +77,7 @@ from serving.resolve import (
     shadow_slots,
     version_details,
 )
+from serving.shadow_traffic import ShadowTraffic
 
 log = logging.getLogger(__name__)
 
@@ -107,15 +106,20 @@ class Ingress:
         self._champion = ModelHost(CHAMPION_SLOT, self._args.tracking_uri, self._args.model_name)
         self._shadows = dict(zip(shadow_slots(self._args.max_shadows), shadows, strict=True))
         self._metrics = ServingMetrics()
-        self._mirror_percent = self._args.shadow_traffic_percent
-        self._shadow_timeout_s = self._serving.shadow_timeout_s
-        self._max_inflight = self._serving.max_inflight_shadow
-        self._rng = random.Random()
+        self._traffic = ShadowTraffic(
+            self._shadows,
+            self._metrics,
+            self._log,
+            self._count,
+            percent=self._args.shadow_traffic_percent,
+            timeout_s=self._serving.shadow_timeout_s,
+            max_inflight=self._serving.max_inflight_shadow,
+            linger_s=self._serving.shadow_batch_linger_s,
+            max_rows=self._serving.max_batch_size,
+        )
         self._slot_infos: dict[str, dict[str, Any]] = {}
-        self._active_shadows: dict[str, str] = {}
         self._champion_version: str | None = None
         self._details_cache: dict[str, Any] = {}
-        self._mirrors: dict[str, ShadowMirror] = {}
         self._store_metrics_at = -math.inf
         self._tasks: set[asyncio.Task[Any]] = set()
         self._started = False
@@ -155,11 +159,11 @@ class Ingress:
     async def reconfigure(self, config: dict[str, Any]) -> None:
         """Apply the ingress user_config: the champion version and the mirroring knobs."""
         cfg = IngressUserConfig.model_validate(config or {})
-        self._mirror_percent = cfg.shadow_traffic_percent
-        self._shadow_timeout_s = cfg.shadow_timeout_s or self._serving.shadow_timeout_s
-        self._max_inflight = cfg.max_inflight_shadow or self._serving.max_inflight_shadow
-        for mirror in self._mirrors.values():
-            mirror.max_pending, mirror.timeout_s = self._max_inflight, self._shadow_timeout_s
+        self._traffic.configure(
+            cfg.shadow_traffic_percent,
+            cfg.shadow_timeout_s or self._serving.shadow_timeout_s,
+            cfg.max_inflight_shadow or self._serving.max_inflight_shadow,
+        )
         self._ensure_started()
         await self._champion.reconfigure(SlotConfig(model=cfg.champion))
         self._refresh_champion()
@@ -176,11 +180,7 @@ class Ingress:
 
     async def mirroring(self) -> dict[str, Any]:
         """The mirroring knobs in force (what `reconfigure` last applied)."""
-        return IngressConfig(
-            shadow_traffic_percent=self._mirror_percent,
-            shadow_timeout_s=self._shadow_timeout_s,
-            max_inflight_shadow=self._max_inflight,
-        ).model_dump()
+        return self._traffic.knobs().model_dump()
 
     async def _refresh_loop(self) -> None:
         while True:
@@ -223,7 +223,7 @@ class Ingress:
         self._metrics.set_bundle_mismatches(
             {slot: info.get("bundle_mismatch") for slot, info in self._slot_infos.items()}
         )
-        self._active_shadows = {
+        self._traffic.active = {
             slot: info["version"]
             for slot, info in self._slot_infos.items()
             if slot != CHAMPION_SLOT and info.get("loaded")
@@ -365,86 +365,8 @@ class Ingress:
                 features=out["features"],
             )
         )
-        self._mirror(endpoint, request_ids, records, single)
+        self._traffic.offer(endpoint, request_ids, records, single)
         return response
-
-    # --- mirroring ---------------------------------------------------------------------------
-
-    def _mirror(
-        self, endpoint: str, request_ids: list[str], records: list[Any], single: bool
-    ) -> None:
-        """Sample this request for the shadows; hand each a copy without waiting for it."""
-        percent = self._mirror_percent
-        if percent <= 0 or not self._active_shadows:
-            return
-        if percent < 100 and self._rng.random() * 100 >= percent:
-            return
-        for slot, version in list(self._active_shadows.items()):
-            mirror = self._mirrors.get(slot)
-            if mirror is None:
-                mirror = self._mirrors[slot] = ShadowMirror(
-                    slot,
-                    send=lambda batch, slot=slot: self._send_shadow(slot, batch),
-                    report=self._report_shadow,
-                    max_pending=self._max_inflight,
-                    timeout_s=self._shadow_timeout_s,
-                    linger_s=self._serving.shadow_batch_linger_s,
-                    max_rows=self._serving.max_batch_size,
-                    on_pending=self._pending_changed,
-                )
-            copy = MirrorCopy(endpoint, request_ids, records, single, version)
-            if not mirror.offer(copy):
-                self._metrics.shadow_dropped.inc()
-
-    def _pending_changed(self, _: int) -> None:
-        self._metrics.shadow_inflight.set(sum(m.pending for m in self._mirrors.values()))
-
-    async def _send_shadow(
-        self, slot: str, batch: list[tuple[list[Any], bool]]
-    ) -> list[dict[str, Any]]:
-        response = self._shadows[slot].predict_many.remote(batch)
-        try:
-            return await response
-        except asyncio.CancelledError:  # timed out: stop the replica's work too
-            response.cancel()
-            raise
-
-    def _report_shadow(self, copy: MirrorCopy, outcome: MirrorOutcome) -> None:
-        """Metrics and prediction-log rows for one mirrored request."""
-        if outcome.code == 503:
-            return  # the slot was emptied since the last refresh: nothing was mirrored
-        answer = outcome.answer or {}
-        version = answer.get("version") or copy.version
-        self._metrics.shadow_mirrored.labels(model_version=version).inc()
-        self._count("shadow", version, copy.endpoint, outcome.code)
-        result: dict[str, Any]
-        if outcome.code == 200:
-            # The shadow's answer reaches no client: its latency is the model's own.
-            self._metrics.observe_answer("shadow", version, answer["model_ms"] / 1000, answer)
-            result = {
-                "latency_ms": answer["model_ms"],
-                "labels": answer["labels"],
-                "probabilities": answer["probabilities"],
-                "classes": answer["classes"],
-                "features": answer.get("features"),
-            }
-        else:
-            kind = {504: "timeout", 422: "invalid"}.get(outcome.code, "error")
-            self._metrics.shadow_failures.labels(model_version=version, kind=kind).inc()
-            result = {
-                "latency_ms": (time.monotonic() - copy.enqueued) * 1000,
-                "error": outcome.error,
-            }
-        self._log(
-            LogEntry(
-                role="shadow",
-                version=version,
-                time=datetime.now(UTC),
-                request_ids=copy.request_ids,
-                records=copy.records,
-                **result,
-            )
-        )
 
     # --- endpoints ---------------------------------------------------------------------------
 
@@ -499,9 +421,9 @@ class Ingress:
             "champion": await self._describe(champ) if champ.get("loaded") else None,
             "shadows": shadows,
             "mirroring": {
-                "shadow_traffic_percent": self._mirror_percent,
-                "max_inflight_shadow": self._max_inflight,
-                "shadow_timeout_s": self._shadow_timeout_s,
+                "shadow_traffic_percent": self._traffic.percent,
+                "max_inflight_shadow": self._traffic.max_inflight,
+                "shadow_timeout_s": self._traffic.timeout_s,
             },
         }
         self._count("champion", self._champion_version, "/model/info", 200)

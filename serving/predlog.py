@@ -21,17 +21,15 @@ exclusive `flock`) instead of being dropped. `replay_spill()` writes them back a
 file only after every one is written; `start()` runs it in the background, retrying while the
 store is down. A crash between the commit and the truncation replays rows the store already
 has: the prediction log's unique key `(request_id, role, model_version)` skips them, so the log
-holds each row once (at-least-once delivery, exactly-once storage).
+holds each row once (at-least-once delivery, exactly-once storage). The file: predlog_spill.py.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import fcntl
 import json
 import logging
-import os
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -42,10 +40,9 @@ from typing import Any
 
 import orjson
 
-log = logging.getLogger(__name__)
+from serving.predlog_spill import append_lines, replaying, spill_line
 
-# The spill file, in the project home (MLOPS_HOME), of the ingress's prediction log writer.
-SPILL_FILE = "predlog-spill.jsonl"
+log = logging.getLogger(__name__)
 
 Sink = Callable[[Sequence[Any]], int]
 Counter = Callable[[int], None]
@@ -79,13 +76,6 @@ def _one(_: Any) -> int:
 
 def _same(item: Any) -> Any:
     return item
-
-
-def _spill_line(obj: Any) -> bytes:
-    try:
-        return orjson.dumps(obj, option=orjson.OPT_SERIALIZE_NUMPY) + b"\n"
-    except TypeError:  # e.g. an int past 64 bits, a numpy string scalar
-        return json.dumps(obj, default=str).encode() + b"\n"
 
 
 class PredictionLogWriter:
@@ -411,19 +401,12 @@ class PredictionLogWriter:
         lines, lost = [], 0
         for item in items:
             try:
-                lines.append(_spill_line(self._dump(item)))
+                lines.append(spill_line(self._dump(item)))
             except Exception as dump_exc:
                 log.error("dropping a prediction-log item that cannot be spilled: %s", dump_exc)
                 lost += self._size(item)
         try:
-            self._spill_path.parent.mkdir(parents=True, exist_ok=True)
-            with open(self._spill_path, "ab") as f:
-                fcntl.flock(f, fcntl.LOCK_EX)
-                if f.tell() > 0 and not _ends_with_newline(f):
-                    f.write(b"\n")  # a line cut off by a crash stays alone (replay skips it)
-                f.write(b"".join(lines))
-                f.flush()
-                os.fsync(f.fileno())
+            append_lines(self._spill_path, lines)
         except OSError as io_exc:
             log.error(
                 "dropping %d prediction rows at shutdown: the store failed (%s) and the spill "
@@ -459,30 +442,16 @@ class PredictionLogWriter:
         path = self._spill_path
         if path is None:
             return 0
-        try:
-            f = open(path, "r+b")  # noqa: SIM115 - held open, locked, for the whole replay
-        except FileNotFoundError:
-            self._replay_due = False
-            return 0
-        with f:
-            fcntl.flock(f, fcntl.LOCK_EX)
-            data = f.read()
-            items, bad = [], 0
-            for line in data.splitlines():
-                if not line.strip():
-                    continue
-                try:
-                    items.append(self._load(orjson.loads(line)))
-                except Exception:
-                    bad += 1
+        with replaying(path, self._load) as spill:
+            if spill is None:  # no spill file: nothing to replay
+                self._replay_due = False
+                return 0
+            items, bad = spill
             left, exc = self._write_sync(items)
             if left:
                 raise StoreUnavailable(
                     f"replaying {path}: {len(left)} of {len(items)} item(s) not written: {exc}"
                 ) from exc
-            f.truncate(0)
-            f.flush()
-            os.fsync(f.fileno())
         self._replay_due = False
         rows = sum(self._size(item) for item in items)
         if bad:
@@ -493,13 +462,6 @@ class PredictionLogWriter:
             self.replayed += rows
             self._on_replayed(rows)
         return rows
-
-
-def _ends_with_newline(f: Any) -> bool:
-    """True when the file open in append mode `f` is empty or ends with a newline."""
-    with open(f.name, "rb") as r:
-        r.seek(-1, os.SEEK_END)
-        return r.read(1) == b"\n"
 
 
 @dataclass(slots=True)
