@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from serving_support import MODEL_NAME, REPO, Server
+from serving_support import MODEL_NAME, REPO, Server, valid_features
 
 from serving.config import SlotConfig
 from serving.host import ModelHost
@@ -71,9 +71,15 @@ def test_a_tampered_bundle_is_refused_and_the_current_version_keeps_serving(
 
 
 def test_the_live_app_is_not_disturbed(server: Server, tampered: Path) -> None:
-    """The running shadow loaded version 2 before the change: it keeps answering."""
+    """The running shadow loaded version 2 before the change: it keeps serving it, and the
+    champion (version 1) keeps answering."""
     resp = server.client.get(f"{server.url}/health")
     assert resp.status_code == 200
+    body = resp.json()
+    assert body["champion"]["version"] == "1"
+    assert [s["version"] for s in body["shadows"]] == ["2"]
+    answer = server.client.post(f"{server.url}/predict", json={"features": valid_features(1)})
+    assert answer.status_code == 200 and answer.json()["model_version"] == "1"
     assert server.metric("mlops_bundle_mismatch") == 0
 
 
