@@ -19,7 +19,6 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import build_project, isolate_env
 from mlflow import MlflowClient
 from tests_support import free_port, lifecycle_of
 
@@ -33,6 +32,7 @@ from mlops_assets.lifecycle.registry import Registry
 from mlops_assets.lifecycle.states import STATE_TAG, Actor, Alias, Decision, ModelState
 from mlops_assets.settings import Settings, load_settings
 from mlops_assets.validation import file_sha256
+from tests.conftest import build_project, isolate_env
 
 pytestmark = pytest.mark.slow
 

@@ -17,8 +17,9 @@ from pathlib import Path
 import httpx
 import pytest
 from browser_support import browser_fixture, page_fixture  # noqa: F401 (fixtures)
-from conftest import build_project
 from tests_support import free_port, project_env
+
+from tests.conftest import build_project
 
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent

@@ -20,7 +20,6 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import build_project, isolate_env
 from mlflow import MlflowClient
 from tests_support import free_port, lifecycle_of, project_env
 
@@ -29,6 +28,7 @@ from mlops_assets.lifecycle.records import DecisionRecord, DecisionStatus, utcno
 from mlops_assets.lifecycle.states import STATE_TAG, Decision
 from mlops_assets.settings import Settings, load_settings
 from mlops_assets.validation import file_sha256
+from tests.conftest import build_project, isolate_env
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

@@ -16,12 +16,12 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import build_project
 from mlflow import MlflowClient
 from tests_support import free_port, lifecycle_of, project_env
 
 from mlops_assets.lifecycle.states import Decision
 from mlops_assets.settings import load_settings
+from tests.conftest import build_project
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
