@@ -144,7 +144,13 @@ def main(ctx: click.Context, config: str | None, verbose: bool) -> None:
 
 
 @main.command("init")
-@click.option("--data", "data_path", required=True, type=click.Path(dir_okay=False))
+@click.option(
+    "--data",
+    "data_path",
+    required=True,
+    type=click.Path(dir_okay=False),
+    help="The CSV file to profile (its first 200,000 rows).",
+)
 @click.option("--target", required=True, help="The column to predict (a classification target).")
 @click.option(
     "--output",

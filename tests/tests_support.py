@@ -323,6 +323,10 @@ def detached_serving_app(
         cfg["lifecycle_store"]["url"] = lifecycle_url
         config.write_text(yaml.safe_dump(cfg, sort_keys=False))
     settings = load_settings(config)
+    # build_registry calls mlflow.set_tracking_uri, which also sets MLFLOW_TRACKING_URI in
+    # os.environ; set it through monkeypatch first so the test's end removes it again (a
+    # delenv of an absent name records nothing to undo, and the URI leaked into later tests).
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", settings.tracking_uri)
     registry = support.build_registry(root, settings)
     if not shadow:
         registry.set_alias("challenger", None)

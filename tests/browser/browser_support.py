@@ -17,9 +17,13 @@ import pytest
 LOOPBACK = {"127.0.0.1", "localhost", "[::1]", "::1"}
 
 
-@pytest.fixture(scope="session", name="browser")
+@pytest.fixture(scope="module", name="browser")
 def browser_fixture() -> Iterator:
-    """Debian's Chromium, headless, launched once per session."""
+    """Debian's Chromium, headless, launched once per module.
+
+    Not per session: while Playwright's sync API is open it runs an asyncio loop in the main
+    thread, and every later test that calls asyncio.run (or Ray's sync API) would fail.
+    """
     from playwright.sync_api import sync_playwright
 
     chromium = shutil.which("chromium")

@@ -21,7 +21,7 @@ from tests_support import free_port, lifecycle_of, project_env
 
 from mlops_assets.lifecycle.states import Decision
 from mlops_assets.settings import load_settings
-from tests.conftest import build_project
+from tests.conftest import build_project, isolate_env
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -46,7 +46,9 @@ def _listening(port: int) -> bool:
         return sock.connect_ex(("127.0.0.1", port)) == 0
 
 
-def test_demo_runs_the_whole_lifecycle_and_is_safe_to_rerun(tmp_path: Path) -> None:
+def test_demo_runs_the_whole_lifecycle_and_is_safe_to_rerun(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     port = free_port()
     config = {
         # A generous shadow timeout: a cold shadow replica on a loaded CI machine is slow.
@@ -79,6 +81,7 @@ def test_demo_runs_the_whole_lifecycle_and_is_safe_to_rerun(tmp_path: Path) -> N
     assert "server stopped" in out and "[7/7] status" in out
     assert not _listening(port), "the demo left its server running"
 
+    isolate_env(monkeypatch, root)  # read this demo's stores, whatever the process env holds
     settings = load_settings(root / "config" / "config.yaml")
     store = lifecycle_of(settings).store
     decisions = store.decisions(model_name=settings.model_name, limit=None)
