@@ -389,8 +389,10 @@ def lineage_cmd(ctx: Ctx, version: str | None, as_json: bool) -> None:
         f"{info['model_name']} v{info['version']}  state={info['state']}  "
         f"aliases={','.join(info['aliases']) or '-'}"
     )
+    click.echo(f"  data window   {info['data_window']} (holdout from the first file)")
     for f in info["data_files"]:
-        click.echo(f"  data file     {f['file']}  sha256 {f['sha256']}")
+        rows = f" {f['rows']} rows" if f.get("rows") is not None else ""
+        click.echo(f"  data file     {f['file']}  sha256 {f['sha256']}{rows}")
     click.echo(f"  ludwig config {info['ludwig_config_hash']}")
     click.echo(f"  bundle sha256 {info.get('bundle_sha256') or '- (registered without digests)'}")
     image = info.get("image")

@@ -31,6 +31,12 @@ def print_cycle_report(report: dict[str, Any]) -> None:
             if k.startswith("holdout_") and k != "holdout_rows"
         }
         click.echo("  holdout: " + "  ".join(f"{k}={v:.4f}" for k, v in metrics.items()))
+    td = assets.get("training_dataset")
+    if td:
+        click.echo(
+            f"  trained on {td.get('dagster/row_count')} rows of {td['files']} file(s) "
+            f"(window {td['window']}); holdout from {td['holdout_source']}"
+        )
     failed = [name for name, c in report["checks"].items() if not c["passed"]]
     if failed:
         click.echo(f"  failed checks: {', '.join(failed)}")

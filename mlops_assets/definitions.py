@@ -10,7 +10,7 @@ from mlops_assets.assets.deployment import champion_deployment
 from mlops_assets.assets.drift import feature_drift
 from mlops_assets.assets.evaluation import evaluation_report
 from mlops_assets.assets.monitoring import shadow_evaluation
-from mlops_assets.assets.training import challenger_model
+from mlops_assets.assets.training import challenger_model, training_dataset
 from mlops_assets.jobs import (
     challenger_cycle_job,
     lifecycle_maintenance,
@@ -41,6 +41,7 @@ def build_definitions(config_path: str | Path | None = None) -> dg.Definitions:
         assets=[
             raw_data,
             validated_features,
+            training_dataset,
             challenger_model,
             evaluation_report,
             champion_deployment,

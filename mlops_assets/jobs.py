@@ -6,14 +6,13 @@ from mlops_assets.actors import actor_from_run
 from mlops_assets.partitions import raw_files
 from resources import LifecycleResource
 
+# Ingest -> validate -> training window -> train.
+TRAIN_ASSETS = ["raw_data", "validated_features", "training_dataset", "challenger_model"]
 CYCLE_ASSETS = [
-    "raw_data",
-    "validated_features",
-    "challenger_model",
+    *TRAIN_ASSETS,
     "evaluation_report",
     "champion_deployment",
     # Beside training, not upstream of it: a drift failure never blocks the cycle's decision.
-    # Last, so `CYCLE_ASSETS[:3]` stays ingest -> validate -> train.
     "feature_drift",
 ]
 

@@ -58,7 +58,7 @@ def run_cycle_for_file(
     settings: Settings, data_path: Path, *, evaluate: bool, tags: dict[str, str] | None = None
 ) -> dict[str, Any]:
     """Materialise the asset graph for one raw file; return what each asset reported."""
-    from mlops_assets.jobs import CYCLE_ASSETS
+    from mlops_assets.jobs import CYCLE_ASSETS, TRAIN_ASSETS
     from mlops_assets.partitions import raw_files
 
     path = stage_file(settings, data_path)
@@ -66,7 +66,7 @@ def run_cycle_for_file(
     if not instance.has_dynamic_partition(raw_files.name, path.name):
         instance.add_dynamic_partitions(raw_files.name, [path.name])
     # Without evaluation: ingest, validate, train, and the file's drift (which never gates).
-    selection = CYCLE_ASSETS if evaluate else [*CYCLE_ASSETS[:3], "feature_drift"]
+    selection = CYCLE_ASSETS if evaluate else [*TRAIN_ASSETS, "feature_drift"]
     log.info("running %s for %s", " -> ".join(selection), path.name)
     report = materialize(settings, selection, partition_key=path.name, tags=tags)
     report["file"] = path.name

@@ -137,13 +137,80 @@ class DataConfig(_Strict):
 
 
 class HyperoptConfig(_Strict):
-    """Optional hyperparameter search (Optuna driving Ludwig's local backend)."""
+    """Optional hyperparameter search (Optuna driving Ludwig's local backend, hyperopt.py)."""
 
     enabled: bool = False
-    trials: int = Field(4, ge=1)
-    metric: str = "loss"
+    trials: int = Field(4, ge=1, le=200)
+    metric: str = "loss"  # a validation metric Ludwig reports for the target (or `combined`)
     goal: Literal["minimize", "maximize"] = "minimize"
+    # Dotted keys into the Ludwig config, each with the values to choose from.
     space: dict[str, list[Any]] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _searchable(self) -> HyperoptConfig:
+        for key, values in self.space.items():
+            if key.split(".", 1)[0] not in ("trainer", "combiner", "preprocessing", "defaults"):
+                raise ValueError(
+                    f"space key {key!r}: only trainer.*, combiner.*, preprocessing.* and "
+                    "defaults.* can be searched"
+                )
+            if not values:
+                raise ValueError(f"space key {key!r} lists no values")
+        if self.enabled and not self.space:
+            raise ValueError("enabled with an empty space: name at least one key to search")
+        return self
+
+
+class TrainingWindow(_Strict):
+    """Which validated files a challenger trains on (lifecycle/window.py).
+
+    `kind`: `latest` (the file that triggered the training), `all`, `last_files` (the newest
+    `files`) or `since` (files up to `age` older than the triggering file).
+    """
+
+    kind: Literal["latest", "all", "last_files", "since"] = "latest"
+    files: int | None = Field(None, ge=1)
+    age: Duration | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_yaml(cls, value: Any) -> Any:
+        # `window: all`, `window: {last_files: 5}` or `window: {since: 90d}` in the YAML.
+        if isinstance(value, str):
+            return {"kind": value}
+        if isinstance(value, dict) and "kind" not in value and len(value) == 1:
+            ((key, arg),) = value.items()
+            if key == "last_files":
+                return {"kind": key, "files": arg}
+            if key == "since":
+                return {"kind": key, "age": arg}
+        return value
+
+    @model_validator(mode="after")
+    def _argument(self) -> TrainingWindow:
+        if self.kind == "last_files" and self.files is None:
+            raise ValueError("last_files needs a number of files, e.g. {last_files: 5}")
+        if self.kind == "since" and self.age is None:
+            raise ValueError("since needs an age, e.g. {since: 90d}")
+        return self
+
+    def describe(self) -> str:
+        """The window as it is written in config.yaml (the `data.window` tag)."""
+        if self.kind == "last_files":
+            return f"last_files: {self.files}"
+        if self.kind == "since":
+            return f"since: {format_duration(self.age)}"
+        return self.kind
+
+
+class TrainingSection(_Strict):
+    """What data a challenger learns from."""
+
+    # The newest 90 days of files: history to learn from, while a regime that ended long ago
+    # ages out; the row cap bounds the cost as files accumulate.
+    window: TrainingWindow = TrainingWindow(kind="since", age=timedelta(days=90))
+    # At most this many rows, newest files first (the triggering file is always whole).
+    max_rows: int | None = Field(200_000, ge=1)
 
 
 class LudwigSection(_Strict):
@@ -272,6 +339,7 @@ class AppConfig(_Strict):
     """The whole of `config/config.yaml`."""
 
     data: DataConfig = DataConfig()
+    training: TrainingSection = TrainingSection()
     ludwig: LudwigSection = LudwigSection()
     mlflow: MlflowSection = MlflowSection()
     champion_challenger: ChampionChallengerPolicy = ChampionChallengerPolicy()
@@ -479,8 +547,16 @@ class Settings:
         return self.config.champion_challenger
 
     def ludwig_config_hash(self) -> str:
-        """sha256 of the Ludwig config as validated (stable key order)."""
-        blob = json.dumps(self.ludwig.to_ludwig_dict(), sort_keys=True).encode()
+        """sha256 of the Ludwig config as validated (stable key order), and of the search.
+
+        With `ludwig.hyperopt.enabled` the search settings are part of it: a challenger found by
+        a search is not the same training as one from the file's config alone.
+        """
+        config: dict[str, Any] = self.ludwig.to_ludwig_dict()
+        hp = self.config.ludwig.hyperopt
+        if hp.enabled:
+            config = {"ludwig": config, "hyperopt": hp.model_dump(mode="json")}
+        blob = json.dumps(config, sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()
 
     def ensure_dirs(self) -> None:

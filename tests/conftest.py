@@ -23,6 +23,10 @@ TEST_OVERRIDES: dict[str, Any] = {
     # Tests drop files and ingest them at once; the settle wait has its own tests.
     "data": {"min_rows": 50, "settle_seconds": 0},
     "champion_challenger": {"min_holdout_rows": 30},
+    # Decision tests pit one file against another; windows over several files have their own
+    # tests (tests/unit/test_window.py, tests/assets/test_training_window.py) and the demo runs
+    # the shipped default.
+    "training": {"window": "latest"},
 }
 TEST_TRAINER = {"epochs": 2, "batch_size": 64, "eval_batch_size": 512, "learning_rate": 0.005}
 

@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from mlops_assets.lifecycle.evaluation import EvaluationResult
     from mlops_assets.lifecycle.store import LifecycleStore
     from mlops_assets.lifecycle.training import TrainingOutcome
+    from mlops_assets.lifecycle.window import TrainingData
     from mlops_assets.validation import ValidationResult
 
 log = logging.getLogger(__name__)
@@ -91,20 +92,56 @@ def champion_schema(lc: Lifecycle) -> Any | None:
     return None if text is None else InputSchema.model_validate_json(text)
 
 
+def training_window(lc: Lifecycle, result: ValidationResult) -> TrainingData:
+    """The data `training.window` gives a challenger triggered by the validated file `result`.
+
+    The older files in `data/raw/` are validated again (config and champion schema of today),
+    without being moved: one that fails now is left out, with its reason in `skipped`.
+    """
+    from mlops_assets.lifecycle.window import training_data
+    from mlops_assets.validation import list_raw_files
+    from mlops_assets.validation import validate_file as _validate
+
+    if not result.ok or result.frame is None:
+        raise ValueError(f"{result.path} did not pass validation; it cannot be trained on")
+    section = lc.settings.config.training
+    if section.window.kind == "latest":
+        candidates: list[Path] = []
+    else:
+        candidates = list_raw_files(lc.settings.raw_dir)
+    reference: list[Any] = []  # the champion's schema, read once and only for an older file
+
+    def check(path: Path) -> ValidationResult:
+        if not reference:
+            reference.append(champion_schema(lc))
+        return _validate(path, lc.settings.config.data, reference[0])
+
+    return training_data(result, candidates, section, check)
+
+
 def train(
     lc: Lifecycle,
-    result: ValidationResult,
+    data: ValidationResult | TrainingData,
     *,
     dagster_run_id: str | None = None,
     force: bool = False,
 ) -> TrainingOutcome:
-    """Train a challenger on one validated file."""
+    """Train a challenger on a validated file's training window (`training_window`)."""
     from mlops_assets.lifecycle.training import DataFile, train_challenger
+    from mlops_assets.validation import ValidationResult as _Validated
 
-    if not result.ok or result.frame is None:
-        raise ValueError(f"{result.path} did not pass validation; it cannot be trained on")
-    files = [DataFile(path=str(result.path), sha256=result.sha256, rows=result.rows)]
-    return train_challenger(lc, result.frame, files, dagster_run_id=dagster_run_id, force=force)
+    if isinstance(data, _Validated):
+        data = training_window(lc, data)
+    files = [DataFile(path=f.path, sha256=f.sha256, rows=f.rows) for f in data.files]
+    return train_challenger(
+        lc,
+        data.frame,
+        files,
+        dagster_run_id=dagster_run_id,
+        force=force,
+        current_rows=data.current_rows,
+        window=data.window,
+    )
 
 
 def evaluate(
@@ -318,12 +355,16 @@ def lineage(lc: Lifecycle, version: str | None = None) -> dict[str, Any]:
     tags = dict(mv.tags or {})
     files = tags[Tag.DATA_FILES].split(",") if tags.get(Tag.DATA_FILES) else []
     shas = tags[Tag.DATA_SHA256].split(",") if tags.get(Tag.DATA_SHA256) else []
+    rows = _rows_per_file(lc, mv.run_id)
     return {
         "model_name": name,
         "version": str(mv.version),
         "state": tags.get(STATE_TAG),
         "aliases": list(mv.aliases or []),
-        "data_files": [{"file": f, "sha256": s} for f, s in zip(files, shas, strict=False)],
+        "data_window": tags.get(Tag.DATA_WINDOW) or "latest",
+        "data_files": [
+            {"file": f, "sha256": s, "rows": rows.get(s)} for f, s in zip(files, shas, strict=False)
+        ],
         "ludwig_config_hash": tags.get(Tag.LUDWIG_CONFIG_HASH),
         "schema_fingerprint": tags.get(Tag.SCHEMA_FINGERPRINT),
         "bundle_sha256": tags.get(Tag.BUNDLE_SHA256),
@@ -345,6 +386,23 @@ def lineage(lc: Lifecycle, version: str | None = None) -> dict[str, Any]:
             for r in store.decisions(version=str(mv.version), model_name=name, limit=None)
         ],
     }
+
+
+def _rows_per_file(lc: Lifecycle, run_id: str) -> dict[str, int]:
+    """Rows trained on per file sha256, from the run's data_files.json ({} before windows)."""
+    import json
+
+    from mlflow.exceptions import MlflowException
+
+    from mlops_assets.lifecycle.training import DATA_FILES_ARTIFACT, read_run_text
+
+    try:
+        entries = json.loads(read_run_text(lc.client, run_id, DATA_FILES_ARTIFACT))
+    # A version trained before windows has no such file.
+    except (MlflowException, OSError, ValueError) as exc:
+        log.debug("no %s on run %s: %s", DATA_FILES_ARTIFACT, run_id, exc)
+        return {}
+    return {e["sha256"]: int(e["rows"]) for e in entries}
 
 
 def _redact(url: str) -> str:

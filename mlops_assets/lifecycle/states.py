@@ -60,7 +60,11 @@ class Tag(StrEnum):
     # Lineage, set at registration.
     DATA_SHA256 = "data.sha256"
     DATA_FILES = "data.files"
+    DATA_KEY = "data.key"  # sha256 of every file's sha256 and the rows taken (lifecycle/window.py)
+    DATA_WINDOW = "data.window"  # training.window as configured, e.g. "since: 90d"
     LUDWIG_CONFIG_HASH = "ludwig.config_hash"
+    # sha256 of the Ludwig config the version was trained with (hyperopt's winner, or the file's)
+    CHOSEN_CONFIG_HASH = "ludwig.chosen_config_hash"
     SCHEMA_FINGERPRINT = "schema.fingerprint"
     BUNDLE_SHA256 = "bundle.sha256"  # sha256 of the serving bundle's sha256.json
     DAGSTER_RUN_ID = "dagster.run_id"

@@ -6,11 +6,13 @@ What one training records:
   `schema.json`, `holdout.csv`, `drift_reference.csv` (a sample of up to 5,000 training
   rows, the drift reference), the MLflow `model/` with ludwig + pyfunc flavours, and the
   serving bundle `serving/` with the TorchScript fast path);
-- the registered version: tags `lifecycle.state=candidate`, `data.sha256`, `data.files`,
-  `ludwig.config_hash`, `schema.fingerprint`, `dagster.run_id`.
+- the registered version: tags `lifecycle.state=candidate`, `data.sha256`, `data.files`
+  (every file of the training window, newest first), `data.key`, `data.window`,
+  `ludwig.config_hash`, `schema.fingerprint`, `dagster.run_id`; `data_files.json` on the run
+  lists each file's path, sha256 and the rows taken from it.
 
-Training is idempotent: the same data (sha256), Ludwig config hash and seed reuse the version
-already registered instead of training again.
+Training is idempotent: the same data (each file's sha256 and rows taken, `data.key`), Ludwig
+config hash and seed reuse the version already registered instead of training again.
 """
 
 from __future__ import annotations
@@ -48,6 +50,8 @@ log = logging.getLogger(__name__)
 
 ROW_ID = "__row_id"
 HOLDOUT_ARTIFACT = "holdout.csv"
+DATA_FILES_ARTIFACT = "data_files.json"  # every file trained on: path, sha256, rows
+_RUN_TAG_MAX = 8000  # MLflow's limit on a run tag's value
 # A sample of the training split: the drift reference when the raw files are gone.
 REFERENCE_ARTIFACT = "drift_reference.csv"
 REFERENCE_MAX_ROWS = 5000
@@ -68,7 +72,7 @@ class DataFile(BaseModel):
 
     path: str
     sha256: str
-    rows: int
+    rows: int  # rows trained on (a file cut by training.max_rows gives fewer than it holds)
 
 
 class TrainingOutcome(BaseModel):
@@ -101,19 +105,37 @@ class Splits(BaseModel):
     holdout: pd.DataFrame
 
 
-def split_frame(df: pd.DataFrame, split: SplitConfig, target: str) -> Splits:
-    """Split rows by a fixed seed, stratified on the target so every split sees every class."""
+def split_frame(
+    df: pd.DataFrame, split: SplitConfig, target: str, current_rows: int | None = None
+) -> Splits:
+    """Split rows by a fixed seed, stratified on the target so every split sees every class.
+
+    With `current_rows`, the holdout comes from the first `current_rows` rows only (the file
+    that triggered the training, lifecycle/window.py); the older rows go to train and
+    validation in the same proportion. Without it, or when it covers every row, the split is
+    the one-file split.
+    """
     frame = df.reset_index(drop=True).copy()
     frame.insert(0, ROW_ID, np.arange(len(frame)))
     rng = np.random.default_rng(split.seed)
     parts: dict[str, list[np.ndarray]] = {"train": [], "validation": [], "holdout": []}
-    for _, idx in sorted(frame.groupby(frame[target].astype(str)).indices.items()):
+    n_current = len(frame) if current_rows is None else min(current_rows, len(frame))
+    labels = frame[target].astype(str)
+    current = labels.iloc[:n_current]
+    for _, idx in sorted(current.groupby(current).indices.items()):
         idx = rng.permutation(idx)
         n_hold = max(1, round(len(idx) * split.holdout))
         n_val = round(len(idx) * split.validation)
         parts["holdout"].append(idx[:n_hold])
         parts["validation"].append(idx[n_hold : n_hold + n_val])
         parts["train"].append(idx[n_hold + n_val :])
+    history = labels.iloc[n_current:]
+    val_share = split.validation / (split.train + split.validation)
+    for _, idx in sorted(history.groupby(history).indices.items()):
+        idx = rng.permutation(idx + n_current)
+        n_val = round(len(idx) * val_share)
+        parts["validation"].append(idx[:n_val])
+        parts["train"].append(idx[n_val:])
 
     def take(name: str) -> pd.DataFrame:
         idx = np.sort(np.concatenate(parts[name])) if parts[name] else np.array([], dtype=int)
@@ -178,8 +200,29 @@ def _epoch_metrics(train_stats: Any) -> list[tuple[str, float, int]]:
     return rows
 
 
+def _fit_run_tag(value: str) -> str:
+    """`value`, or its first entries and a count when it is over a run tag's limit."""
+    if len(value) <= _RUN_TAG_MAX:
+        return value
+    head = value[: _RUN_TAG_MAX - 40].rsplit(",", 1)[0]
+    return f"{head},...(+{value.count(',') - head.count(',')} more)"
+
+
+def _describe(data_files: Sequence[DataFile], window: str) -> str:
+    """The version's description: which files, how many rows, which window."""
+    names = [Path(f.path).name for f in data_files]
+    shown = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+    rows = sum(f.rows for f in data_files)
+    return f"Trained on {rows} rows of {shown} (window {window}); holdout from {names[0]}"
+
+
 def find_existing_version(
-    client: Any, model_name: str, data_sha256: str, config_hash: str, seed: int
+    client: Any,
+    model_name: str,
+    data_sha256: str,
+    config_hash: str,
+    seed: int,
+    data_key: str | None = None,
 ) -> Any | None:
     """Return a registered version trained on the same data, config and seed, if any.
 
@@ -197,6 +240,9 @@ def find_existing_version(
             tags.get(Tag.DATA_SHA256) == data_sha256
             and tags.get(Tag.LUDWIG_CONFIG_HASH) == config_hash
             and tags.get("training.seed") == str(seed)
+            # Same files, same rows from each (a version from before windows has no key: it
+            # trained on one whole file, which has the same sha256 list and no cut).
+            and tags.get(Tag.DATA_KEY, data_key) == data_key
         ):
             return mv
     return None
@@ -309,8 +355,13 @@ def train_challenger(
     dagster_run_id: str | None = None,
     progress: Progress | None = None,
     force: bool = False,
+    current_rows: int | None = None,
+    window: str = "latest",
 ) -> TrainingOutcome:
     """Train on `frame`, log everything to MLflow and register a `candidate` version.
+
+    `data_files` are newest first; with `current_rows`, the holdout comes from the first
+    `current_rows` rows (the triggering file, see `split_frame`). `window` is recorded.
 
     TrackingUnreachable (naming the tracking URI) when MLflow stops answering on the way; the
     step can then be run again as is: a finished training is found by its data, config and
@@ -321,7 +372,14 @@ def train_challenger(
     files = ", ".join(Path(f.path).name for f in data_files)
     with reaching(lc.settings.tracking_uri, f"training a challenger on {files}"):
         return _train_challenger(
-            lc, frame, data_files, dagster_run_id=dagster_run_id, progress=progress, force=force
+            lc,
+            frame,
+            data_files,
+            dagster_run_id=dagster_run_id,
+            progress=progress,
+            force=force,
+            current_rows=current_rows,
+            window=window,
         )
 
 
@@ -333,20 +391,28 @@ def _train_challenger(
     dagster_run_id: str | None,
     progress: Progress | None,
     force: bool,
+    current_rows: int | None,
+    window: str,
 ) -> TrainingOutcome:
     import mlflow
+
+    from mlops_assets.lifecycle.window import data_key
 
     settings, client = lc.settings, lc.client
     say = progress or log.info
     started = time.monotonic()
     target = settings.config.data.target_column
     data_sha = ",".join(f.sha256 for f in data_files)
+    key = data_key([(f.sha256, f.rows) for f in data_files])
+    file_names = ",".join(Path(f.path).name for f in data_files)
     config_hash = settings.ludwig_config_hash()
     seed = settings.config.ludwig.random_seed
     experiment_id = ensure_experiment(settings, client)
     name = settings.model_name
 
-    existing = None if force else find_existing_version(client, name, data_sha, config_hash, seed)
+    existing = (
+        None if force else find_existing_version(client, name, data_sha, config_hash, seed, key)
+    )
     if existing is not None:
         say(f"version {existing.version} was already trained on this data and config; reusing it")
         run = client.get_run(existing.run_id)
@@ -375,10 +441,11 @@ def _train_challenger(
         from ludwig.api import LudwigModel
 
     config, schema = resolve_ludwig_config(settings, frame)
-    splits = split_frame(frame, settings.config.data.split, target)
+    splits = split_frame(frame, settings.config.data.split, target, current_rows)
     say(
         f"training on {len(splits.train)} rows (validation {len(splits.validation)}, "
-        f"holdout {len(splits.holdout)}), {len(schema.features)} input features"
+        f"holdout {len(splits.holdout)} from {Path(data_files[0].path).name}) of "
+        f"{len(data_files)} file(s), window {window}; {len(schema.features)} input features"
     )
     with (
         tempfile.TemporaryDirectory(prefix="mlops-train-") as tmp,
@@ -390,8 +457,12 @@ def _train_challenger(
             run_name=f"challenger-{data_sha[:8]}",
             tags={
                 "mlops.kind": "challenger",
-                Tag.DATA_SHA256.value: data_sha,
-                Tag.DATA_FILES.value: ",".join(Path(f.path).name for f in data_files),
+                # A run tag holds 8,000 characters (about 120 files' sha256); the version's
+                # tags and data_files.json hold the whole list.
+                Tag.DATA_SHA256.value: _fit_run_tag(data_sha),
+                Tag.DATA_FILES.value: _fit_run_tag(file_names),
+                Tag.DATA_KEY.value: key,
+                Tag.DATA_WINDOW.value: window,
                 Tag.LUDWIG_CONFIG_HASH.value: config_hash,
                 Tag.DAGSTER_RUN_ID.value: dagster_run_id or "",
             },
@@ -401,6 +472,8 @@ def _train_challenger(
             params.update(
                 {
                     "data.rows": str(len(frame)),
+                    "data.files": str(len(data_files)),
+                    "data.window": window,
                     "data.train_rows": str(len(splits.train)),
                     "data.holdout_rows": str(len(splits.holdout)),
                     "split.seed": str(settings.config.data.split.seed),
@@ -409,24 +482,31 @@ def _train_challenger(
                 }
             )
             mlflow.log_params(params)
-            model = LudwigModel(config, logging_level=logging.WARNING, backend="local")
-            cwd = Path.cwd()
-            os.chdir(tmpdir)  # Ludwig drops a .lock_preprocessing file in the working directory
-            try:
-                result = model.train(
-                    training_set=splits.train.drop(columns=[ROW_ID]),
-                    validation_set=splits.validation.drop(columns=[ROW_ID])
-                    if len(splits.validation)
-                    else None,
-                    output_directory=str(tmpdir / "results"),
-                    skip_save_processed_input=True,
-                    skip_save_progress=True,
-                    skip_save_log=True,
-                    skip_save_model=False,
-                    random_seed=seed,
-                )
-            finally:
-                os.chdir(cwd)
+
+            def fit(cfg: dict[str, Any]) -> tuple[Any, Any]:
+                fitted = LudwigModel(cfg, logging_level=logging.WARNING, backend="local")
+                cwd = Path.cwd()
+                os.chdir(tmpdir)  # Ludwig drops a .lock_preprocessing file in the working dir
+                try:
+                    trained = fitted.train(
+                        training_set=splits.train.drop(columns=[ROW_ID]),
+                        validation_set=splits.validation.drop(columns=[ROW_ID])
+                        if len(splits.validation)
+                        else None,
+                        output_directory=tempfile.mkdtemp(prefix="results-", dir=tmpdir),
+                        skip_save_processed_input=True,
+                        skip_save_progress=True,
+                        skip_save_log=True,
+                        skip_save_model=False,
+                        random_seed=seed,
+                    )
+                finally:
+                    os.chdir(cwd)
+                return fitted, trained
+
+            from mlops_assets.lifecycle.hyperopt import chosen_config_hash, fit_or_search
+
+            model, result, config = fit_or_search(settings, config, splits, fit, experiment_id, say)
             say("training done; scoring the holdout and exporting the model")
             epoch_rows = _epoch_metrics(result.train_stats)
             if epoch_rows:
@@ -463,6 +543,9 @@ def _train_challenger(
                 )
             )
             (tmpdir / "schema.json").write_text(schema.to_json())
+            (tmpdir / DATA_FILES_ARTIFACT).write_text(
+                json.dumps([f.model_dump() for f in data_files], indent=2)
+            )
             splits.holdout.to_csv(tmpdir / HOLDOUT_ARTIFACT, index=False)
             reference = splits.train.drop(columns=[ROW_ID], errors="ignore")
             if len(reference) > REFERENCE_MAX_ROWS:
@@ -472,6 +555,7 @@ def _train_challenger(
                 "ludwig_config.json",
                 "training_statistics.json",
                 "schema.json",
+                DATA_FILES_ARTIFACT,
                 HOLDOUT_ARTIFACT,
                 REFERENCE_ARTIFACT,
             ):
@@ -497,14 +581,17 @@ def _train_challenger(
         tags={
             STATE_TAG: ModelState.CANDIDATE.value,
             Tag.DATA_SHA256.value: data_sha,
-            Tag.DATA_FILES.value: ",".join(Path(f.path).name for f in data_files),
+            Tag.DATA_FILES.value: file_names,
+            Tag.DATA_KEY.value: key,
+            Tag.DATA_WINDOW.value: window,
             Tag.LUDWIG_CONFIG_HASH.value: config_hash,
+            Tag.CHOSEN_CONFIG_HASH.value: chosen_config_hash(config),
             Tag.SCHEMA_FINGERPRINT.value: schema.fingerprint(),
             Tag.BUNDLE_SHA256.value: bundle_sha,
             "training.seed": str(seed),
             Tag.DAGSTER_RUN_ID.value: dagster_run_id or "",
         },
-        description=f"Trained on {', '.join(Path(f.path).name for f in data_files)}",
+        description=_describe(data_files, window),
     )
     seconds = time.monotonic() - started
     say(f"registered {name} version {mv.version} (run {run_id[:8]}) in {seconds:.1f} s")

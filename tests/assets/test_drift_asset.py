@@ -73,9 +73,10 @@ def test_drift_is_beside_training_never_upstream_of_it() -> None:
     upstream = dg.AssetSelection.assets("champion_deployment").upstream().resolve(graph)
     assert dg.AssetKey("feature_drift") not in upstream
     assert dg.AssetKey("validated_features") in graph.get(dg.AssetKey("feature_drift")).parent_keys
-    assert "feature_drift" in CYCLE_ASSETS and CYCLE_ASSETS[:3] == [
+    assert "feature_drift" in CYCLE_ASSETS and CYCLE_ASSETS[:4] == [
         "raw_data",
         "validated_features",
+        "training_dataset",
         "challenger_model",
     ]
     spec = defs.resolve_assets_def("feature_drift").check_specs_by_output_name

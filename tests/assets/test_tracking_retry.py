@@ -78,7 +78,8 @@ def test_validation_is_retried_then_fails_naming_the_server_and_moves_nothing(
 
 def test_training_is_retried_when_the_server_is_down(project, sample_csv) -> None:
     path = sample_csv(project.raw_dir, samples=100)
-    assert materialize(project, path, ["raw_data", "validated_features"]).success
+    upstream = ["raw_data", "validated_features", "training_dataset"]
+    assert materialize(project, path, upstream).success
 
     result = materialize(project, path, ["challenger_model"], tracking_uri=DOWN)
 

@@ -25,7 +25,13 @@ REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 # A cron no default config uses, so the automation page shows this project's schedule.
 CRON = "17 3 * * *"
-CYCLE = ("raw_data", "validated_features", "challenger_model", "evaluation_report")
+CYCLE = (
+    "raw_data",
+    "validated_features",
+    "training_dataset",
+    "challenger_model",
+    "evaluation_report",
+)
 
 
 @pytest.fixture(scope="module")

@@ -117,6 +117,8 @@ def cli_project(tmp_path_factory: pytest.TempPathFactory):
     """A project bootstrapped by `train-challenger --auto-evaluate`, then given a second file."""
     config = {
         "champion_challenger": {"shadow_mode_duration": 0, "auto_promotion": False},
+        # The challenger learns from the clean file alone, not also from the noised one.
+        "training": {"window": "latest"},
         # A port of its own: manual moves ask a server there to reload.
         "serving": {"port": free_port()},
     }
@@ -182,7 +184,7 @@ def test_lifecycle_through_the_console_script(cli_project: CliProject) -> None:
     lineage2 = p.json("lineage", "2")
     assert (lineage2["state"], lineage2["aliases"]) == ("candidate", [])
     assert lineage2["data_files"] == [
-        {"file": "clean.csv", "sha256": file_sha256(p.challenger_file)}
+        {"file": "clean.csv", "sha256": file_sha256(p.challenger_file), "rows": ROWS}
     ]
     assert lineage2["mlflow_run_id"] == client.get_model_version(name, "2").run_id
     assert lineage2["dagster_run_id"]

@@ -48,6 +48,7 @@ def test_definitions_validate_with_every_asset(make_project) -> None:
     for key in (
         "raw_data",
         "validated_features",
+        "training_dataset",
         "challenger_model",
         "evaluation_report",
         "champion_deployment",
@@ -72,7 +73,7 @@ def test_asset_materialize_cli_trains_and_registers(make_project, sample_csv) ->
             "-m",
             "mlops_assets.definitions",
             "--select",
-            "raw_data,validated_features,challenger_model",
+            "raw_data,validated_features,training_dataset,challenger_model",
             "--partition",
             csv.name,
         ],
