@@ -167,3 +167,26 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         below = parts[parts.index("tests") + 1 :] if "tests" in parts else ()
         if below and below[0] in TIERS:
             item.add_marker(getattr(pytest.mark, below[0]))
+
+
+_TIER_SECONDS: dict[str, float] = {}
+_TIER_TESTS: dict[str, int] = {}
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    """Add each test's setup, call and teardown time to its tier's total."""
+    parts = report.nodeid.split("/")
+    tier = parts[1] if len(parts) > 2 and parts[0] == "tests" and parts[1] in TIERS else "other"
+    _TIER_SECONDS[tier] = _TIER_SECONDS.get(tier, 0.0) + report.duration
+    if report.when == "call":
+        _TIER_TESTS[tier] = _TIER_TESTS.get(tier, 0) + 1
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """Print what each tier cost (the CI log then says it on every run)."""
+    if not _TIER_SECONDS:
+        return
+    terminalreporter.write_sep("=", "time per tier (setup + call + teardown)")
+    for tier, seconds in sorted(_TIER_SECONDS.items(), key=lambda kv: -kv[1]):
+        tests = _TIER_TESTS.get(tier, 0)
+        terminalreporter.write_line(f"{tier:<12} {tests:>4} tests {seconds:7.0f} s")
