@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from mlops_assets.cli_text import EXIT_FAILED, print_cycle_report, status_table
+from mlops_assets.cli_text import EXIT_FAILED, print_cycle_report, print_lineage, status_table
 from mlops_assets.datagen import DRIFT_HELP
 from mlops_assets.pipeline import run_cycle_for_file
 from mlops_assets.settings import ConfigError, Settings, load_settings
@@ -385,26 +385,7 @@ def lineage_cmd(ctx: Ctx, version: str | None, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(info, indent=2, default=str))
         return
-    click.echo(
-        f"{info['model_name']} v{info['version']}  state={info['state']}  "
-        f"aliases={','.join(info['aliases']) or '-'}"
-    )
-    click.echo(f"  data window   {info['data_window']} (holdout from the first file)")
-    for f in info["data_files"]:
-        rows = f" {f['rows']} rows" if f.get("rows") is not None else ""
-        click.echo(f"  data file     {f['file']}  sha256 {f['sha256']}{rows}")
-    click.echo(f"  ludwig config {info['ludwig_config_hash']}")
-    click.echo(f"  bundle sha256 {info.get('bundle_sha256') or '- (registered without digests)'}")
-    image = info.get("image")
-    click.echo(
-        f"  image         {image['ref']}  {image['digest']}"
-        if image
-        else "  image         - (not packaged: mlops package VERSION)"
-    )
-    click.echo(f"  MLflow run    {info['mlflow_run_id']}")
-    click.echo(f"  Dagster run   {info['dagster_run_id'] or '-'}")
-    for d in info["decisions"]:
-        click.echo(f"  decision      {d['time'][:19]} {d['decision']} ({d['status']}) {d['id']}")
+    print_lineage(info)
 
 
 @main.command("package")

@@ -109,3 +109,30 @@ def _drift_lines(drift: dict[str, Any] | None) -> list[str]:
         stat = "nan" if r["statistic"] is None else f"{r['statistic']:.3f}"
         lines.append(f"    {r['feature']:<24} {r['method']:<10} statistic={stat}{p}")
     return lines
+
+
+def print_lineage(info: dict[str, Any]) -> None:
+    """Print `mlops lineage`: files (sha256, rows), configs, digests, image, runs, decisions."""
+    click.echo(
+        f"{info['model_name']} v{info['version']}  state={info['state']}  "
+        f"aliases={','.join(info['aliases']) or '-'}"
+    )
+    click.echo(f"  data window   {info['data_window']} (holdout from the first file)")
+    for f in info["data_files"]:
+        rows = f" {f['rows']} rows" if f.get("rows") is not None else ""
+        click.echo(f"  data file     {f['file']}  sha256 {f['sha256']}{rows}")
+    click.echo(f"  ludwig config {info['ludwig_config_hash']}")
+    if info.get("chosen_config_hash"):
+        # The config as trained: features resolved, and hyperopt's winner when it ran.
+        click.echo(f"  config used   {info['chosen_config_hash']} (ludwig_config.json on the run)")
+    click.echo(f"  bundle sha256 {info.get('bundle_sha256') or '- (registered without digests)'}")
+    image = info.get("image")
+    click.echo(
+        f"  image         {image['ref']}  {image['digest']}"
+        if image
+        else "  image         - (not packaged: mlops package VERSION)"
+    )
+    click.echo(f"  MLflow run    {info['mlflow_run_id']}")
+    click.echo(f"  Dagster run   {info['dagster_run_id'] or '-'}")
+    for d in info["decisions"]:
+        click.echo(f"  decision      {d['time'][:19]} {d['decision']} ({d['status']}) {d['id']}")

@@ -366,6 +366,7 @@ def lineage(lc: Lifecycle, version: str | None = None) -> dict[str, Any]:
             {"file": f, "sha256": s, "rows": rows.get(s)} for f, s in zip(files, shas, strict=False)
         ],
         "ludwig_config_hash": tags.get(Tag.LUDWIG_CONFIG_HASH),
+        "chosen_config_hash": tags.get(Tag.CHOSEN_CONFIG_HASH),
         "schema_fingerprint": tags.get(Tag.SCHEMA_FINGERPRINT),
         "bundle_sha256": tags.get(Tag.BUNDLE_SHA256),
         "image": (

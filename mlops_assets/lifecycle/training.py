@@ -226,8 +226,10 @@ def find_existing_version(
 ) -> Any | None:
     """Return a registered version trained on the same data, config and seed, if any.
 
-    TrackingUnreachable when MLflow does not answer: "down" is not "never trained", which
-    would train the identical data again.
+    With `data_key`: the same files and rows from each. Without it: a version whose training
+    the file `data_sha256` triggered (the first of its `data.sha256`), which is what
+    `mlops cycle` asks of each file in data/raw/. TrackingUnreachable when MLflow does not
+    answer: "down" is not "never trained", which would train the identical data again.
     """
     from mlops_assets.lifecycle.tracking import reaching, tracking_uri_of
 
@@ -236,13 +238,17 @@ def find_existing_version(
         versions = client.search_model_versions(f"name = '{model_name}'")
     for mv in versions:
         tags = mv.tags or {}
-        if (
-            tags.get(Tag.DATA_SHA256) == data_sha256
-            and tags.get(Tag.LUDWIG_CONFIG_HASH) == config_hash
-            and tags.get("training.seed") == str(seed)
+        shas = tags.get(Tag.DATA_SHA256) or ""
+        if data_key is None:
+            same_data = shas.split(",")[0] == data_sha256
+        else:
             # Same files, same rows from each (a version from before windows has no key: it
             # trained on one whole file, which has the same sha256 list and no cut).
-            and tags.get(Tag.DATA_KEY, data_key) == data_key
+            same_data = shas == data_sha256 and tags.get(Tag.DATA_KEY, data_key) == data_key
+        if (
+            same_data
+            and tags.get(Tag.LUDWIG_CONFIG_HASH) == config_hash
+            and tags.get("training.seed") == str(seed)
         ):
             return mv
     return None
