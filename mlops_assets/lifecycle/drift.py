@@ -8,6 +8,13 @@ Methods and thresholds (a feature has drifted when any of its methods says so):
 - category and binary features: the chi-square test of homogeneity on the category counts of
   both samples (`chi_square`, drifted when p < 0.01), over the union of categories, so a value
   never seen in the reference counts too.
+- With large samples a test flags shifts too small to matter (a mean moved by 1% of a standard
+  deviation is "significant" at a million rows). So a test's drift also needs an effect of a
+  size that matters: the KS statistic (the largest gap between the two CDFs) at least
+  `KS_MIN_EFFECT` (0.1), and Cramér's V of the count table at least `CRAMERS_V_MIN_EFFECT`
+  (0.1, a small association by Cohen's convention). Each result carries its `effect`. At a few
+  hundred rows the p-value threshold already implies an effect about that large, so small files
+  are judged as before.
 Missing values are left out. A feature missing from the current data is skipped with a warning
 (data validation reports it). A method with fewer than `MIN_SAMPLES` values on either side
 reports NaN and is not called drifted.
@@ -49,6 +56,8 @@ logger = logging.getLogger(__name__)
 
 PSI_THRESHOLD = 0.2
 P_VALUE_THRESHOLD = 0.01
+KS_MIN_EFFECT = 0.1  # the KS statistic a significant shift must also reach
+CRAMERS_V_MIN_EFFECT = 0.1  # Cramér's V a significant category shift must also reach
 PSI_EPSILON = 1e-4  # smoothing for empty bins
 MIN_SAMPLES = 5
 
@@ -64,6 +73,10 @@ class DriftResult(BaseModel):
     p_value: float | None
     threshold: float  # PSI above it, or p-value below it, means drift
     drifted: bool
+    # The effect size a significant test must also reach (KS statistic, Cramér's V); None for
+    # PSI, which is an effect size itself, and for results read back from the store.
+    effect: float | None = None
+    effect_threshold: float | None = None
 
 
 def _numeric(values: Any) -> np.ndarray:
@@ -124,6 +137,16 @@ def chi_square(expected: Any, actual: Any) -> tuple[float, float]:
     return float(res.statistic), float(res.pvalue)
 
 
+def cramers_v(expected: Any, actual: Any, chi2: float) -> float:
+    """Cramér's V of the 2 x k table of the two samples' counts, from its chi-square statistic."""
+    ref, cur = _counts(expected), _counts(actual)
+    n = sum(ref.values()) + sum(cur.values())
+    k = len(set(ref) | set(cur))
+    if n == 0 or k < 2 or math.isnan(chi2):
+        return float("nan")
+    return math.sqrt(chi2 / n)  # min(rows, columns) - 1 is 1 for two samples
+
+
 def feature_drift(
     reference_df: pd.DataFrame, current_df: pd.DataFrame, schema: InputSchema
 ) -> list[DriftResult]:
@@ -151,10 +174,12 @@ def feature_drift(
                 )
             )
             stat, p = ks_test(ref, cur) if enough else (nan, nan)
-            method = "ks"
+            method, effect, least = "ks", stat, KS_MIN_EFFECT
         else:
             stat, p = chi_square(ref, cur) if enough else (nan, nan)
-            method = "chi_square"
+            effect = cramers_v(ref, cur, stat) if enough else nan
+            method, least = "chi_square", CRAMERS_V_MIN_EFFECT
+        significant = not math.isnan(p) and p < P_VALUE_THRESHOLD
         results.append(
             DriftResult(
                 feature=name,
@@ -162,7 +187,9 @@ def feature_drift(
                 statistic=stat,
                 p_value=None if math.isnan(p) else p,
                 threshold=P_VALUE_THRESHOLD,
-                drifted=bool(not math.isnan(p) and p < P_VALUE_THRESHOLD),
+                drifted=bool(significant and not math.isnan(effect) and effect >= least),
+                effect=None if math.isnan(effect) else effect,
+                effect_threshold=least,
             )
         )
     return results
@@ -194,7 +221,7 @@ class DriftReport(BaseModel):
 
 
 def results_markdown(results: list[DriftResult]) -> str:
-    """The results as a Markdown table (feature, method, statistic, p, threshold, drifted)."""
+    """The results as a Markdown table (feature, method, statistic, p, effect, drifted)."""
 
     def num(value: float | None) -> str:
         if value is None or math.isnan(value):
@@ -202,13 +229,14 @@ def results_markdown(results: list[DriftResult]) -> str:
         return f"{value:.3g}" if abs(value) < 1e-3 and value != 0 else f"{value:.4f}"
 
     lines = [
-        "| feature | method | statistic | p-value | threshold | drifted |",
-        "|---|---|---|---|---|---|",
+        "| feature | method | statistic | p-value | threshold | effect (least) | drifted |",
+        "|---|---|---|---|---|---|---|",
     ]
     for r in results:
+        effect = "—" if r.effect_threshold is None else f"{num(r.effect)} ({r.effect_threshold:g})"
         lines.append(
             f"| {r.feature} | {r.method} | {num(r.statistic)} | {num(r.p_value)} | "
-            f"{r.threshold:g} | {'**yes**' if r.drifted else 'no'} |"
+            f"{r.threshold:g} | {effect} | {'**yes**' if r.drifted else 'no'} |"
         )
     return "\n".join(lines)
 

@@ -302,4 +302,50 @@ def test_results_markdown_marks_drift_and_nan() -> None:
     age = next(line for line in table if line.startswith("| age | psi"))
     assert age.endswith("| **yes** |") and "| — |" in age  # PSI has no p-value
     tiny = feature_drift(frame(200, 0), frame(3, 1), SCHEMA)
-    assert "| age | psi | — | — | 0.2 | no |" in results_markdown(tiny)
+    assert "| age | psi | — | — | 0.2 | — | no |" in results_markdown(tiny)
+
+
+MILLION = 1_000_000
+
+
+@pytest.mark.parametrize(("shift", "drifted"), [(0.01, False), (0.5, True)])
+def test_at_a_million_rows_only_a_shift_that_matters_is_drift(shift: float, drifted: bool) -> None:
+    """A 1%-of-a-sd shift is significant at 1M rows but no drift; half a sd is drift."""
+    rng = np.random.default_rng(5)
+    ref = pd.DataFrame({"x": rng.normal(size=MILLION)})
+    cur = pd.DataFrame({"x": rng.normal(loc=shift, size=MILLION)})
+    schema = InputSchema(
+        target="t", classes=["0", "1"], features=[FeatureSpec(name="x", type="number")]
+    )
+    psi_row, ks_row = feature_drift(ref, cur, schema)
+    assert ks_row.p_value is not None and ks_row.p_value < 0.01  # significant either way
+    assert ks_row.effect == ks_row.statistic and ks_row.effect_threshold == 0.1
+    assert ks_row.drifted is drifted
+    assert (psi_row.drifted or ks_row.drifted) is drifted
+
+
+@pytest.mark.parametrize(("share", "drifted"), [(0.505, False), (0.35, True)])
+def test_at_a_million_rows_only_a_category_shift_that_matters_is_drift(
+    share: float, drifted: bool
+) -> None:
+    rng = np.random.default_rng(6)
+    ref = pd.DataFrame({"c": np.where(rng.random(MILLION) < 0.5, "a", "b")})
+    cur = pd.DataFrame({"c": np.where(rng.random(MILLION) < share, "a", "b")})
+    schema = InputSchema(
+        target="t",
+        classes=["0", "1"],
+        features=[FeatureSpec(name="c", type="category", categories=["a", "b"])],
+    )
+    (row,) = feature_drift(ref, cur, schema)
+    assert row.p_value is not None and row.p_value < 0.01
+    assert row.effect is not None and row.effect_threshold == 0.1
+    assert row.drifted is drifted
+
+
+def test_cramers_v_is_zero_for_equal_shares_and_one_for_disjoint_samples() -> None:
+    from mlops_assets.lifecycle.drift import cramers_v
+
+    stat, _ = chi_square({"a": 50, "b": 50}, {"a": 50, "b": 50})
+    assert cramers_v({"a": 50, "b": 50}, {"a": 50, "b": 50}, stat) == pytest.approx(0.0)
+    stat, _ = chi_square({"a": 100}, {"b": 100})
+    assert cramers_v({"a": 100}, {"b": 100}, stat) == pytest.approx(1.0)
