@@ -58,7 +58,7 @@ def test_the_registry_page_shows_the_champion_alias_on_its_version(
     assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     body = page.inner_text("body")
     # The alias chip beside "Aliases:", and the lifecycle's tags on the version.
-    assert re.search(r"Aliases:\s*@\s*champion", body), body[:2000]
+    assert re.search(r"Aliases\s*:\s*@\s*champion", body), body[:2000]
     assert "lifecycle.state" in body and "data.key" in body, body[:2000]
 
     # The model's page lists the version with its alias.
