@@ -83,3 +83,15 @@ def test_a_planted_violation_fails(tmp_path: Path, module: str, line: str, contr
     code, out = _lint(tree)
     assert code != 0, out
     assert f"{contract} BROKEN" in out
+
+
+def test_no_two_test_files_share_a_name() -> None:
+    """Test folders have no __init__.py, so pytest imports each file by its basename alone."""
+    tests = Path(__file__).resolve().parents[1]
+    seen: dict[str, Path] = {}
+    clashes = []
+    for path in sorted(tests.rglob("test_*.py")):
+        if path.name in seen:
+            clashes.append(f"{seen[path.name].relative_to(tests)} and {path.relative_to(tests)}")
+        seen.setdefault(path.name, path)
+    assert not clashes, "rename one of each: " + "; ".join(clashes)
